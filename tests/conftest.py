@@ -1,0 +1,28 @@
+"""Shared fixtures: the path of ../shared and an isolated settings/datasets folder for every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test with a clear reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared reference material is expected at ../shared)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory, monkeypatch):
+    """Never read or write the real user config / datasets / weights folders from tests."""
+    root = tmp_path_factory.mktemp("yoloseg_home")
+    monkeypatch.setenv("YOLOSEG_CONFIG_DIR", str(root / "config"))
+    monkeypatch.setenv("YOLOSEG_DATASETS_DIR", str(root / "datasets"))
+    monkeypatch.setenv("YOLOSEG_WEIGHTS_DIR", str(root / "weights"))
+    monkeypatch.setenv("YOLOSEG_RUNS_DIR", str(root / "runs"))
+    monkeypatch.setenv("YOLOSEG_WEIGHTS_URL", "http://127.0.0.1:9/unreachable")

@@ -1,0 +1,1 @@
+"""yoloseg.loss"""
