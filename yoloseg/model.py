@@ -185,8 +185,11 @@ class YOLO:
         """Train (or resume); afterwards the model is the best checkpoint. Returns the final metrics."""
         from .engine.trainer import Trainer
 
+        from .config.defaults import validate_args
+
         model = self._require_pytorch("train")
-        args = get_config(kwargs)
+        # resume: the checkpoint's args win; only what was passed explicitly (device, workers) is kept
+        args = validate_args(kwargs) if kwargs.get("resume") else get_config(kwargs)
         args["task"] = self.task
         args["mode"] = "train"
         if not args.get("model"):
@@ -248,9 +251,10 @@ class YOLO:
         return self
 
     def save(self, filename: str | Path = "saved_model.pt") -> None:
-        from .nn.checkpoint import make_checkpoint, save_checkpoint
+        from .engine.saving import make_checkpoint
+        from .nn.checkpoint import save_checkpoint
 
-        save_checkpoint(filename, make_checkpoint(self._require_pytorch("save"), train_args=self.overrides))
+        save_checkpoint(filename, make_checkpoint(self._require_pytorch("save"), train_args=self.overrides, half=True))
 
     def reset_weights(self) -> YOLO:
         model = self._require_pytorch("reset_weights")

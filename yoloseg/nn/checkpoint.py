@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 FORMAT = "yoloseg"
+_PRIMITIVES = (bool, int, float, str, bytes)
 
 # Keys every normalised checkpoint has, with their value when the file lacks them.
 _DEFAULTS: dict[str, Any] = {
@@ -48,12 +49,9 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _package_version() -> str:
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        return version("yoloseg")
-    except Exception:  # not installed (running from a source tree)
-        return "unknown"
+    return __version__
 
 
 def to_saveable(obj: Any, where: str = "ckpt") -> Any:
@@ -65,7 +63,7 @@ def to_saveable(obj: Any, where: str = "ckpt") -> Any:
     Raises:
         TypeError: for an nn.Module (save its state_dict()) or any other object, naming where it is (`where`).
     """
-    if obj is None or isinstance(obj, bool | int | float | str | bytes):
+    if obj is None or type(obj) in _PRIMITIVES:  # exact types: np.float64 subclasses float but is not weights_only-safe
         return obj
     if isinstance(obj, nn.Module):
         raise TypeError(f"{where} is an nn.Module ({type(obj).__name__}); save its state_dict() instead")
@@ -95,6 +93,9 @@ def _convert_other(obj: Any, where: str) -> Any:
         return str(obj)
     if type(obj).__module__.startswith("numpy"):
         return _convert_numpy(obj, where)
+    for base in _PRIMITIVES:  # subclasses such as IntEnum or str enums
+        if isinstance(obj, base):
+            return base(obj)
     raise TypeError(
         f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; a checkpoint may hold only tensors, "
         "numbers, strings, bytes, None, lists, tuples and dicts"
@@ -114,7 +115,7 @@ def _convert_numpy(obj: Any, where: str) -> Any:
 
 
 def _saveable_key(key: Any, where: str) -> Any:
-    if key is None or isinstance(key, bool | int | float | str):
+    if key is None or type(key) in _PRIMITIVES:
         return key
     if isinstance(key, tuple):
         return tuple(_saveable_key(k, where) for k in key)
@@ -206,7 +207,10 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype | None = torch.float32)
         official = load_official_checkpoint(path, dtype=dtype)
         return {**_DEFAULTS, **official}
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as e:
-        raise ValueError(f"{path} is corrupt or truncated, or not a checkpoint ({e}). Delete it and re-create it.") from e
+        reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise ValueError(
+            f"{path} is corrupt or truncated, or not a checkpoint ({reason}); re-create or re-download it"
+        ) from e
     return _normalise_loaded(obj, path, dtype)
 
 

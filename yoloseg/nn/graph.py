@@ -188,9 +188,14 @@ class YOLOModel(nn.Module):
         head = self.model[-1]
         return [x if j == -1 else outputs[j] for j in head.f]
 
-    def forward(self, x: torch.Tensor):
-        """(B, 3, H, W) float RGB in [0, 1] -> see Detect / Segment for the outputs per mode."""
-        return self.model[-1](self.forward_features(x))
+    def forward(self, x: torch.Tensor, with_raw: bool = False):
+        """(B, 3, H, W) float RGB in [0, 1] -> see Detect / Segment for the outputs per mode.
+
+        `with_raw` (eval only) also returns the train-mode outputs, so validation can compute losses.
+        """
+        head = self.model[-1]
+        feats = self.forward_features(x)
+        return head(feats, with_raw=True) if with_raw and not self.training else head(feats)
 
     def fuse(self) -> YOLOModel:
         """Fold every BatchNorm into its convolution (in place, for inference)."""

@@ -64,9 +64,12 @@ class Detect(nn.Module):
         dbox = dist2bbox(self.dfl(box), self.anchors.unsqueeze(0), xywh=True, dim=1) * self.strides
         return torch.cat((dbox, cls.sigmoid()), 1)
 
-    def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
+    def forward(self, x: list[torch.Tensor], with_raw: bool = False):
+        """train: per-level maps; eval: decoded (B, 4 + nc, A), or (decoded, maps) when `with_raw` (val losses)."""
         feats = self.level_maps(x)
-        return feats if self.training else self.decode(feats)
+        if self.training:
+            return feats
+        return (self.decode(feats), feats) if with_raw else self.decode(feats)
 
     def bias_init(self) -> None:
         """Initial biases: box logits 1.0; class logits for a prior of ~5 objects per 640² image."""
@@ -92,11 +95,13 @@ class Segment(Detect):
         c4 = max(ch[0] // 4, nm)
         self.cv4 = nn.ModuleList(nn.Sequential(Conv(x, c4, 3), Conv(c4, c4, 3), nn.Conv2d(c4, nm, 1)) for x in ch)
 
-    def forward(self, x: list[torch.Tensor]):
+    def forward(self, x: list[torch.Tensor], with_raw: bool = False):
+        """See the class docstring; eval with `with_raw` returns ((decoded, protos), train-mode outputs)."""
         protos = self.proto(x[0])
         b = protos.shape[0]
         mc = torch.cat([self.cv4[i](x[i]).view(b, self.nm, -1) for i in range(self.nl)], 2)  # (B, nm, A)
         feats = self.level_maps(x)
         if self.training:
             return feats, mc, protos
-        return torch.cat((self.decode(feats), mc), 1), protos
+        out = torch.cat((self.decode(feats), mc), 1), protos
+        return (out, (feats, mc, protos)) if with_raw else out

@@ -64,7 +64,13 @@ _TASK_BY_MODEL = {
     "OBBModel": "obb",
     "ClassificationModel": "classify",
 }
-_TASK_BY_HEAD = (("Segment", "segment"), ("Pose", "pose"), ("OBB", "obb"), ("Classify", "classify"), ("Detect", "detect"))
+_TASK_BY_HEAD = (
+    ("Segment", "segment"),
+    ("Pose", "pose"),
+    ("OBB", "obb"),
+    ("Classify", "classify"),
+    ("Detect", "detect"),
+)
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -141,6 +147,9 @@ class _StorageType:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError("the file tries to modify a storage type")
+
 
 class _Storage:
     """A storage read from the zip, as a flat 1-D tensor of its dtype."""
@@ -149,6 +158,9 @@ class _Storage:
 
     def __init__(self, flat: torch.Tensor) -> None:
         self.flat = flat
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError("the file tries to modify a storage record")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -160,7 +172,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._byteorder = self._read_byteorder()
         self._storages: dict[str, _Storage] = {}
         self._classes: dict[str, type] = {}
-        self._dtypes = {k: v for k, v in vars(torch).items() if isinstance(v, torch.dtype | torch.layout | torch.memory_format)}
+        self._dtypes = {
+            k: v for k, v in vars(torch).items() if isinstance(v, torch.dtype | torch.layout | torch.memory_format)
+        }
 
     def _read_byteorder(self) -> str:
         if self._archive is None or f"{self._prefix}byteorder" not in self._archive.namelist():

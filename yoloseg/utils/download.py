@@ -82,7 +82,8 @@ def download_file(url: str, dest: str | Path, progress: bool = True, timeout: fl
             log.info(f"Downloading {url} to {dest}")
             _fetch(url, dest, progress, timeout)
             return dest
-        except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts and DownloadError are OSErrors
+        # URLError, HTTPError, timeouts and DownloadError are OSErrors; IncompleteRead is an HTTPException
+        except (OSError, http.client.HTTPException) as e:
             error = e
             if _is_permanent(e):
                 break

@@ -1,0 +1,75 @@
+"""Device selection, seeding and small torch helpers."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from ..config.defaults import ConfigError
+
+
+def select_device(device: str | int | torch.device | None = None) -> torch.device:
+    """'cpu', '0', '0,1', 'cuda:1', 0, None (CUDA 0 when available, else CPU) -> the device for this process.
+
+    A list of GPUs selects the first one here; the trainer launches one process per GPU for the others.
+    """
+    if isinstance(device, torch.device):
+        return device
+    text = "" if device is None else str(device).strip().lower().replace("cuda:", "").replace(" ", "")
+    if text in ("", "none"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "mps":
+        return torch.device("mps")
+    ids = [s for s in text.split(",") if s != ""]
+    if not all(s.isdigit() or s == "-1" for s in ids):
+        raise ConfigError(f"device={device!r} is not a device; use cpu, 0, 0,1 or cuda:0", key="device", value=device)
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} asks for CUDA but torch.cuda.is_available() is False; use device=cpu",
+            key="device",
+            value=device,
+        )
+    first = int(ids[0]) if ids[0] != "-1" else 0
+    if first >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) visible", key="device", value=device
+        )
+    return torch.device(f"cuda:{first}")
+
+
+def cuda_device_ids(device: str | int | None) -> list[int]:
+    """The CUDA device ids a `device` argument names ('0,1' -> [0, 1]); [] for cpu / None / a single device."""
+    if device is None:
+        return []
+    text = str(device).strip().lower().replace("cuda:", "").replace(" ", "")
+    ids = [s for s in text.split(",") if s.isdigit()]
+    return [int(s) for s in ids] if len(ids) > 1 else []
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic algorithms (warn-only)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        if torch.cuda.is_available():
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def time_sync() -> float:
+    """perf_counter after waiting for queued CUDA work."""
+    import time
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
