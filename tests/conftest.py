@@ -25,4 +25,5 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLOSEG_DATASETS_DIR", str(root / "datasets"))
     monkeypatch.setenv("YOLOSEG_WEIGHTS_DIR", str(root / "weights"))
     monkeypatch.setenv("YOLOSEG_RUNS_DIR", str(root / "runs"))
+    monkeypatch.setenv("YOLOSEG_CACHE_DIR", str(root / "cache"))
     monkeypatch.setenv("YOLOSEG_WEIGHTS_URL", "http://127.0.0.1:9/unreachable")

@@ -71,14 +71,13 @@ def _yaml_in_dir(folder: Path, data: Any) -> Path:
 
 
 def _unpack_local_archive(archive: Path) -> Path:
+    """Unpack a local dataset archive into the datasets folder once; returns the folder holding its content."""
     dest = datasets_dir() / archive_stem(archive)
     if dest.is_dir():
         log.info(f"Using {dest} (already unpacked from {archive.name})")
         return dest
-    extract_archive(archive, dest.parent, loose_dest=dest)
-    if not dest.is_dir():  # the archive's single top folder has another name
-        raise DatasetError(f"{archive}: expected its content in a folder named '{dest.name}'; rename the archive")
-    return dest
+    tops = extract_archive(archive, dest.parent, loose_dest=dest)
+    return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
 
 
 def load_yaml(path: Path) -> dict:
@@ -107,9 +106,13 @@ def parse_names(cfg: dict, yaml_file: Path) -> dict[int, str]:
         try:
             out = {int(k): str(v) for k, v in names.items()}
         except (TypeError, ValueError):
-            raise DatasetError(f"{yaml_file}: key 'names' must map integer ids to names, got keys {list(names)[:5]}")
+            raise DatasetError(
+                f"{yaml_file}: key 'names' must map integer ids to names, got keys {list(names)[:5]}"
+            ) from None
         if sorted(out) != list(range(len(out))):
-            raise DatasetError(f"{yaml_file}: key 'names' ids must be 0..{len(out) - 1} without gaps, got {sorted(out)}")
+            raise DatasetError(
+                f"{yaml_file}: key 'names' ids must be 0..{len(out) - 1} without gaps, got {sorted(out)}"
+            )
         out = dict(sorted(out.items()))
     else:
         raise DatasetError(f"{yaml_file}: key 'names' must be a list or a {{id: name}} mapping, got {names!r}")
@@ -146,8 +149,23 @@ def _split_entries(cfg: dict, key: str, root: Path, yaml_file: Path) -> list[Pat
     return [p if (p := Path(str(v)).expanduser()).is_absolute() else root / p for v in values]
 
 
+def _first_listed(txt: Path) -> Path | None:
+    """The first image a .txt split lists (resolved like list_images does), None for an empty list."""
+    with open(txt, encoding="utf-8", errors="replace") as f:
+        line = next((s.strip() for s in f if s.strip()), None)
+    return None if line is None else (p if (p := Path(line)).is_absolute() else txt.parent / p)
+
+
 def _missing(splits: dict[str, list[Path] | None]) -> list[tuple[str, Path]]:
-    return [(k, p) for k, entries in splits.items() for p in entries or [] if not p.exists()]
+    """(key, path) of split entries that do not exist; a .txt list counts as missing while its first image is."""
+    out = []
+    for key, entries in splits.items():
+        for p in entries or []:
+            if not p.exists():
+                out.append((key, p))
+            elif p.is_file() and p.suffix == ".txt" and (first := _first_listed(p)) is not None and not first.exists():
+                out.append((key, first))
+    return out
 
 
 def _fetch(cfg: dict, root: Path, yaml_file: Path) -> None:

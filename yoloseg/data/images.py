@@ -54,13 +54,22 @@ def imread(path: str | Path, orientation: int | None = None) -> np.ndarray:
     16-bit images keep their high byte, grey images are expanded to 3 channels, alpha is dropped.
     Raises FileNotFoundError / ValueError with the file name when the file is missing or cannot be decoded.
     """
-    buf = np.fromfile(str(path), np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    img = decode(np.fromfile(str(path), np.uint8))
     if img is None:
         raise ValueError(f"{path}: cannot decode this image; re-save it as jpg or png, or delete it")
     if orientation is None:
         orientation = read_orientation(path)
     return apply_orientation(img, orientation)
+
+
+def decode(buf: np.ndarray) -> np.ndarray | None:
+    """cv2.imdecode (BGR, EXIF orientation not applied); a JPEG cut short is decoded with its end marker restored
+    in memory (the missing part comes out grey). None when undecodable."""
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(buf, flags)
+    if img is None and buf[:2].tobytes() == b"\xff\xd8" and buf[-2:].tobytes() != b"\xff\xd9":
+        img = cv2.imdecode(np.concatenate([buf, np.array([0xFF, 0xD9], np.uint8)]), flags)
+    return img
 
 
 def verify_image(path: str | Path) -> tuple[tuple[int, int], int, str]:
@@ -93,7 +102,7 @@ def verify_image(path: str | Path) -> tuple[tuple[int, int], int, str]:
     warning = ""
     if fmt in ("jpeg", "mpo") and not _jpeg_complete(path):
         # a truncated JPEG usually still decodes (the missing part grey); keep it, in memory only
-        if cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR) is None:
+        if decode(np.fromfile(str(path), np.uint8)) is None:
             raise ValueError("truncated JPEG that cannot be decoded")
         warning = "truncated JPEG (no end marker): decoded as is, file left unchanged"
     return (h, w), orientation, warning

@@ -124,7 +124,9 @@ def save_cache(path: Path, store: LabelStore, hash_: str) -> bool:
     """Write the cache atomically; False (nothing written) when the folder is not writable."""
     if not writable_dir(path.parent):
         return False
-    arrays = {k: getattr(store, k) for k in ("shapes", "orientations", "inst_offsets", "classes", "pt_offsets", "points")}
+    arrays = {
+        k: getattr(store, k) for k in ("shapes", "orientations", "inst_offsets", "classes", "pt_offsets", "points")
+    }
     files = np.frombuffer("\0".join(store.im_files).encode("utf-8"), np.uint8)
     meta = json.dumps({"version": CACHE_VERSION, "hash": hash_, "report": store.report})
     try:

@@ -47,7 +47,9 @@ def _parse_row(tokens: list[str], line_no: int, nc: int, task: str) -> tuple[int
         raise _RowError(f"line {line_no}: non-finite value (nan/inf)")
     cls = values[0]
     if cls != int(cls) or not 0 <= cls < nc:
-        raise _RowError(f"line {line_no}: class id {tokens[0]} is not an integer in 0..{nc - 1} (nc={nc} from the YAML)")
+        raise _RowError(
+            f"line {line_no}: class id {tokens[0]} is not an integer in 0..{nc - 1} (nc={nc} from the YAML)"
+        )
     coords = values[1:]
     if len(coords) == 4:
         if task == "segment":
@@ -56,7 +58,9 @@ def _parse_row(tokens: list[str], line_no: int, nc: int, task: str) -> tuple[int
                 "(convert the boxes to polygons, or train with task=detect)"
             )
         cx, cy, w, h = coords
-        coords = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy - h / 2, cx + w / 2, cy + h / 2, cx - w / 2, cy + h / 2])
+        coords = np.array(
+            [cx - w / 2, cy - h / 2, cx + w / 2, cy - h / 2, cx + w / 2, cy + h / 2, cx - w / 2, cy + h / 2]
+        )
     if len(coords) % 2:
         raise _RowError(f"line {line_no}: odd number of coordinates ({len(coords)}); each point needs an x and a y")
     if len(coords) < 6:

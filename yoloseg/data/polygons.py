@@ -7,20 +7,24 @@ import numpy as np
 
 def _clip_half_plane(poly: np.ndarray, axis: int, limit: float, keep_below: bool) -> np.ndarray:
     """One Sutherland-Hodgman pass: keep the part of closed polygon (K, 2) on one side of coordinate `limit`."""
-    if len(poly) == 0:
+    a = poly[:, axis]
+    inside = a <= limit if keep_below else a >= limit
+    if inside.all() or len(poly) == 0:
         return poly
-    nxt = np.roll(poly, -1, axis=0)
-    a, b = poly[:, axis], nxt[:, axis]
-    in_a = a <= limit if keep_below else a >= limit
-    in_b = b <= limit if keep_below else b >= limit
+    if not inside.any():
+        return poly[:0]
+    nxt = np.concatenate([poly[1:], poly[:1]])
+    b = nxt[:, axis]
+    in_b = np.concatenate([inside[1:], inside[:1]])
     denom = np.where(b == a, 1.0, b - a)
-    t = ((limit - a) / denom)[:, None]
-    cross = poly + t * (nxt - poly)
+    cross = poly + ((limit - a) / denom)[:, None] * (nxt - poly)
     cross[:, axis] = limit
-    # each edge (p -> q) emits [crossing if the edge crosses, q if q is inside]
-    out = np.stack([cross, nxt], axis=1)  # (K, 2 slots, 2)
-    valid = np.stack([in_a != in_b, in_b], axis=1)  # (K, 2)
-    return out[valid].astype(poly.dtype, copy=False)
+    # each edge (p -> q) emits [the crossing if the edge crosses, q if q is inside]
+    out = np.empty((len(poly), 2, 2), poly.dtype)
+    out[:, 0], out[:, 1] = cross, nxt
+    valid = np.empty((len(poly), 2), bool)
+    valid[:, 0], valid[:, 1] = inside != in_b, in_b
+    return out[valid]
 
 
 def clip_polygon(poly: np.ndarray, x_max: float, y_max: float, x_min: float = 0.0, y_min: float = 0.0) -> np.ndarray:
@@ -28,7 +32,8 @@ def clip_polygon(poly: np.ndarray, x_max: float, y_max: float, x_min: float = 0.
     poly = np.asarray(poly)
     if len(poly) == 0:
         return poly.reshape(0, 2)
-    if poly[:, 0].min() >= x_min and poly[:, 1].min() >= y_min and poly[:, 0].max() <= x_max and poly[:, 1].max() <= y_max:
+    lo, hi = poly.min(0), poly.max(0)
+    if lo[0] >= x_min and lo[1] >= y_min and hi[0] <= x_max and hi[1] <= y_max:
         return poly
     for axis, limit, below in ((0, x_min, False), (0, x_max, True), (1, y_min, False), (1, y_max, True)):
         poly = _clip_half_plane(poly, axis, limit, below)

@@ -1,0 +1,74 @@
+"""Resizing kernels shared by the dataset and the predictor: long-side resize (§5.1) and letterbox (§5.2, §5.3)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
+    """Resize (h0, w0, C) so its long side is `imgsz`: sides min(ceil(side * r), imgsz), INTER_LINEAR (§5.1).
+
+    Images are scaled up as well as down; an image whose long side already is `imgsz` is returned as is.
+    """
+    h0, w0 = img.shape[:2]
+    r = imgsz / max(h0, w0)
+    if r == 1:
+        return img
+    w, h = min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def letterbox_params(
+    shape: tuple[int, int],
+    new_shape: int | tuple[int, int],
+    auto: bool = False,
+    scaleup: bool = True,
+    center: bool = True,
+    stride: int = 32,
+) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
+    """Letterbox arithmetic for an image of (h, w): (r, (new_w, new_h) content size, (top, bottom, left, right))."""
+    h, w = shape
+    big_h, big_w = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
+    r = min(big_h / h, big_w / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    dw, dh = big_w - new_w, big_h - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    if center:  # floor(d / 2) before, the odd pixel after
+        top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
+        left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
+    else:
+        top, bottom, left, right = 0, dh, 0, dw
+    return r, (new_w, new_h), (top, bottom, left, right)
+
+
+def letterbox(
+    img: np.ndarray,
+    new_shape: int | tuple[int, int],
+    auto: bool = False,
+    scaleup: bool = True,
+    center: bool = True,
+    stride: int = 32,
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Resize (h, w, C) to fit `new_shape` (h, w) keeping its aspect, then pad with 114.
+
+    r = min(H / h, W / w) (at most 1 without scaleup); content max(round(w r), 1) x max(round(h r), 1),
+    INTER_LINEAR; with `auto` the padding only reaches the next multiple of `stride`. Returns
+    (image, (r, r) the scale applied to coordinates, (pad_left, pad_top)).
+    """
+    r, (new_w, new_h), (top, bottom, left, right) = letterbox_params(
+        img.shape[:2], new_shape, auto, scaleup, center, stride
+    )
+    if (img.shape[1], img.shape[0]) != (new_w, new_h):
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if top or bottom or left or right:
+        value = (PAD_VALUE,) * (img.shape[2] if img.ndim == 3 else 1)
+        img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value)
+    return img, (r, r), (left, top)
