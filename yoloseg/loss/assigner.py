@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-
-def bbox_ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Element-wise Complete-IoU of two broadcastable sets of xyxy boxes.
-
-    Args:
-        box1, box2: (..., 4) xyxy.
-    Returns:
-        (...) CIoU = IoU - centre distance² / enclosing diagonal² - aspect-ratio term (in [-1, 1]).
-    """
-    b1x1, b1y1, b1x2, b1y2 = box1.unbind(-1)
-    b2x1, b2y1, b2x2, b2y2 = box2.unbind(-1)
-    w1, h1 = b1x2 - b1x1, b1y2 - b1y1 + eps
-    w2, h2 = b2x2 - b2x1, b2y2 - b2y1 + eps
-    inter = (torch.minimum(b1x2, b2x2) - torch.maximum(b1x1, b2x1)).clamp(0) * (
-        torch.minimum(b1y2, b2y2) - torch.maximum(b1y1, b2y1)
-    ).clamp(0)
-    union = w1 * h1 + w2 * h2 - inter + eps
-    iou = inter / union
-    cw = torch.maximum(b1x2, b2x2) - torch.minimum(b1x1, b2x1)  # enclosing box
-    ch = torch.maximum(b1y2, b2y2) - torch.minimum(b1y1, b2y1)
-    diag2 = cw.pow(2) + ch.pow(2) + eps
-    centre2 = ((b2x1 + b2x2 - b1x1 - b1x2).pow(2) + (b2y1 + b2y2 - b1y1 - b1y2).pow(2)) / 4
-    v = (4 / math.pi**2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)).pow(2)
-    with torch.no_grad():  # the trade-off weight is a constant for the gradient (as in the CIoU paper)
-        alpha = v / (v - iou + (1 + eps))
-    return iou - (centre2 / diag2 + v * alpha)
+from ..ops.boxes import bbox_iou
 
 
 def candidates_in_boxes(
@@ -127,8 +101,12 @@ class TaskAlignedAssigner(nn.Module):
             return self._background(pd_scores, gt_bboxes.dtype)
         if batch > 1 and batch * num_gt * num_anchors > self.max_elements:
             parts = [
-                self.forward(pd_scores[i : i + 1], pd_bboxes[i : i + 1], anc_points, *(t[i : i + 1] for t in (
-                    gt_labels, gt_bboxes, mask_gt)))
+                self.forward(
+                    pd_scores[i : i + 1],
+                    pd_bboxes[i : i + 1],
+                    anc_points,
+                    *(t[i : i + 1] for t in (gt_labels, gt_bboxes, mask_gt)),
+                )
                 for i in range(batch)
             ]
             return Assignment(*(torch.cat(ts) for ts in zip(*parts)))
@@ -140,7 +118,7 @@ class TaskAlignedAssigner(nn.Module):
         return Assignment(
             torch.full((batch, num_anchors), self.num_classes, dtype=torch.long, device=device),
             torch.zeros(batch, num_anchors, 4, dtype=box_dtype, device=device),
-            torch.zeros_like(pd_scores),
+            torch.zeros(pd_scores.shape, dtype=torch.promote_types(pd_scores.dtype, torch.float32), device=device),
             torch.zeros(batch, num_anchors, dtype=torch.bool, device=device),
             torch.zeros(batch, num_anchors, dtype=torch.long, device=device),
         )
@@ -154,41 +132,47 @@ class TaskAlignedAssigner(nn.Module):
         in_gts = candidates_in_boxes(anc_points, gt_bboxes, self.min_side) & real.unsqueeze(-1)  # (B, M, A)
         overlaps, align = self._metrics(pd_scores, pd_bboxes, labels, gt_bboxes, in_gts)
 
-        # Top-k anchors per GT by metric; only candidates inside the GT count.
+        # Top-k anchors per GT by metric; only candidates inside the GT count. Ranking non-candidates below every
+        # candidate makes the choice among zero-metric anchors (CIoU clamped to 0) deterministic: candidates first.
         k = min(self.topk, num_anchors)
-        topk_idx = align.topk(k, dim=-1, largest=True).indices  # (B, M, k)
+        topk_idx = torch.where(in_gts, align, -1.0).topk(k, dim=-1, largest=True).indices  # (B, M, k)
         mask_pos = torch.zeros_like(in_gts).scatter_(-1, topk_idx, True) & in_gts  # (B, M, A)
 
         # An anchor claimed by several GTs keeps the GT it overlaps most.
         multi = mask_pos.sum(1) > 1  # (B, A)
         if bool(multi.any()):
-            best = torch.zeros_like(mask_pos).scatter_(1, overlaps.argmax(1, keepdim=True), True)
+            best_gt = torch.where(mask_pos, overlaps, -1.0).argmax(1, keepdim=True)  # (B, 1, A) among claimants
+            best = torch.zeros_like(mask_pos).scatter_(1, best_gt, True)
             mask_pos = torch.where(multi.unsqueeze(1), best, mask_pos)
         fg_mask = mask_pos.any(1)  # (B, A)
         target_gt_idx = mask_pos.byte().argmax(1)  # (B, A)
 
         target_labels = labels.gather(1, target_gt_idx)
         target_bboxes = gt_bboxes.gather(1, target_gt_idx.unsqueeze(-1).expand(-1, -1, 4))
-        target_scores = torch.zeros_like(pd_scores).scatter_(-1, target_labels.unsqueeze(-1), 1.0)
+        target_scores = torch.zeros(pd_scores.shape, dtype=align.dtype, device=align.device)
+        target_scores.scatter_(-1, target_labels.unsqueeze(-1), 1.0)
 
         # Normalise: the best anchor of each GT gets that GT's best IoU, the others proportionally less.
         align = align * mask_pos
         pos_align_max = align.amax(-1, keepdim=True)  # (B, M, 1)
         pos_overlap_max = (overlaps * mask_pos).amax(-1, keepdim=True)  # (B, M, 1)
         norm = (align * pos_overlap_max / (pos_align_max + self.eps)).amax(1)  # (B, A)
-        target_scores = target_scores * (norm * fg_mask).unsqueeze(-1).to(target_scores.dtype)
+        target_scores = target_scores * (norm * fg_mask).unsqueeze(-1)
         return Assignment(target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx)
 
     def _metrics(self, pd_scores, pd_bboxes, labels, gt_bboxes, in_gts) -> tuple[torch.Tensor, torch.Tensor]:
         """CIoU (clamped at 0) and alignment metric, computed only at candidate (GT, anchor) pairs.
 
-        Returns two (B, M, A) tensors, zero outside the candidates.
+        Returns two (B, M, A) tensors, zero outside the candidates, in float32 at least (score^alpha * CIoU^beta
+        underflows in half precision).
         """
         b, m, a = in_gts.nonzero(as_tuple=True)
-        overlaps = torch.zeros(in_gts.shape, dtype=pd_bboxes.dtype, device=pd_bboxes.device)
-        align = torch.zeros(in_gts.shape, dtype=pd_scores.dtype, device=pd_scores.device)
-        ciou = bbox_ciou(gt_bboxes[b, m], pd_bboxes[b, a]).clamp_(0)
-        score = pd_scores[b, a, labels[b, m]]  # the predicted probability of the GT's class only
-        overlaps[b, m, a] = ciou.to(overlaps.dtype)
-        align[b, m, a] = (score.pow(self.alpha) * ciou.pow(self.beta)).to(align.dtype)
+        dtype = torch.promote_types(torch.promote_types(pd_scores.dtype, pd_bboxes.dtype), torch.float32)
+        overlaps = torch.zeros(in_gts.shape, dtype=dtype, device=pd_bboxes.device)
+        align = torch.zeros(in_gts.shape, dtype=dtype, device=pd_scores.device)
+        ciou = bbox_iou(gt_bboxes[b, m].to(dtype), pd_bboxes[b, a].to(dtype), xywh=False, CIoU=True)
+        ciou = ciou.squeeze(-1).clamp_(0)
+        score = pd_scores[b, a, labels[b, m]].to(dtype)  # the predicted probability of the GT's class only
+        overlaps[b, m, a] = ciou
+        align[b, m, a] = score.pow(self.alpha) * ciou.pow(self.beta)
         return overlaps, align

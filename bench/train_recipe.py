@@ -1,0 +1,78 @@
+"""The accuracy recipe of issue 4: yolo11n-seg from scratch on shapes-ref-seg, imgsz 256, batch 16, 80 epochs.
+
+Prints JSON with box / mask mAP50 and mAP50-95 of best.pt on the val split and the wall time per epoch, per seed,
+next to the incumbent's figures (../shared/reference/reference-train.md). Usage:
+    python bench/train_recipe.py --seeds 0 1 [--epochs 80] [--threads 2] [--out bench/results/recipe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+INCUMBENT = {"box_map50": 0.701, "box_map": 0.531, "mask_map50": 0.697, "mask_map": 0.508, "s_per_epoch": 16.7}
+
+
+def run(seed: int, epochs: int, project: Path, workers: int) -> dict:
+    from yoloseg import YOLO
+
+    data = SHARED / "data" / "shapes-ref-seg" / "data.yaml"
+    model = YOLO("yolo11n-seg.yaml")
+    t0 = time.time()
+    model.train(
+        data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=False, workers=workers,
+        project=str(project), name=f"seed{seed}", exist_ok=True, plots=False,
+    )  # fmt: skip
+    wall = time.time() - t0
+    with open(project / f"seed{seed}" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    times = [float(r["time"]) for r in rows]
+    per_epoch = [b - a for a, b in zip([0.0, *times[:-1]], times)]
+    m = model.val(data=str(data), imgsz=256, batch=16, plots=False, project=str(project), name=f"val{seed}")
+    return {
+        "seed": seed,
+        "epochs": len(rows),
+        "box_map50": round(m.box.map50, 4),
+        "box_map": round(m.box.map, 4),
+        "mask_map50": round(m.seg.map50, 4),
+        "mask_map": round(m.seg.map, 4),
+        "s_per_epoch_median": round(statistics.median(per_epoch), 2),
+        "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--project", default="")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    project = Path(args.project or tempfile.mkdtemp(prefix="recipe-"))
+    runs = [run(s, args.epochs, project, args.workers) for s in args.seeds]
+    result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "runs": runs, "incumbent": INCUMBENT}
+    for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):
+        result[f"mean_{key}"] = round(statistics.mean(r[key] for r in runs), 4)
+    result["epoch_time_ratio"] = round(result["mean_s_per_epoch_median"] / INCUMBENT["s_per_epoch"], 3)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
