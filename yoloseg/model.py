@@ -5,6 +5,7 @@ Methods only resolve arguments and delegate to `engine/*` and `export/*`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class YOLO:
         self.task = self.model.task
         self.overrides = {"model": cfg, "task": self.task}
         if task and task != self.task:
-            log.warning(f"WARNING task={task} conflicts with the model's task '{self.task}'; using '{self.task}'.")
+            log.warning(f"WARNING: task={task} conflicts with the model's task '{self.task}'; using '{self.task}'.")
         if verbose:
             self.info()
 
@@ -95,7 +96,7 @@ class YOLO:
         self.overrides = {k: args[k] for k in REMEMBERED_ARGS if args.get(k) is not None}
         self.overrides.update(model=str(path), task=self.task)
         if task and task != self.task:
-            log.warning(f"WARNING task={task} conflicts with the model's task '{self.task}'; using '{self.task}'.")
+            log.warning(f"WARNING: task={task} conflicts with the model's task '{self.task}'; using '{self.task}'.")
 
     def _load_exported(self, path: str, task: str | None) -> None:
         from .export.backends import load_backend
@@ -176,7 +177,7 @@ class YOLO:
         args["task"] = self.task
         if not args.get("data"):
             args["data"] = "coco8-seg.yaml" if self.task == "segment" else "coco8.yaml"
-            log.warning(f"WARNING data not given and not remembered by the model; using data={args['data']}")
+            log.warning(f"WARNING: data not given and not remembered by the model; using data={args['data']}")
         runner = self.model if self.model is not None else self.backend
         self.metrics = run_validation(runner, args, callbacks=self.callbacks)
         return self.metrics
@@ -194,6 +195,16 @@ class YOLO:
         args["mode"] = "train"
         if not args.get("model"):
             args["model"] = self.overrides.get("model")
+        from .utils.torch_utils import cuda_device_ids
+
+        gpus = cuda_device_ids(args.get("device"))
+        if len(gpus) > 1 and "RANK" not in os.environ:  # relaunch as one process per GPU
+            from .engine.distributed import launch
+
+            code = launch({**args, "model": args.get("model") or self.overrides.get("model")}, len(gpus))
+            if code != 0:
+                raise RuntimeError(f"distributed training failed with exit code {code}")
+            return None
         self.trainer = Trainer(args, model=model, ckpt=self.ckpt, callbacks=self.callbacks)
         self.trainer.fit()
         best = self.trainer.best if self.trainer.best.exists() else self.trainer.last

@@ -138,25 +138,40 @@ OPTIMIZERS = ("SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "au
 TASKS = ("segment", "detect")
 MODES = ("train", "val", "predict", "export", "benchmark")
 
-B, I, F, S, P = ("bool",), ("int",), ("float",), ("str",), ("path",)
+BOOL, INT, FLOAT, STR, PATH = ("bool",), ("int",), ("float",), ("str",), ("path",)
 FRACTION = {"min": 0.0, "max": 1.0}
 
 _SECTIONS: list[tuple[str, list[Key]]] = [
     (
         "General",
         [
-            Key("task", S, "segment", "task: segment or detect (set from the model when it has one)", choices=TASKS),
-            Key("mode", S, "train", "mode: train, val, predict, export or benchmark", choices=MODES),
-            Key("model", P, None, "weights (.pt) or architecture (.yaml), e.g. yolo11n-seg.pt", nullable=True, example="yolo11n-seg.pt"),
-            Key("data", P, None, "dataset YAML, e.g. coco8-seg.yaml", nullable=True, example="coco8-seg.yaml"),
+            Key("task", STR, "segment", "task: segment or detect (set from the model when it has one)", choices=TASKS),
+            Key("mode", STR, "train", "mode: train, val, predict, export or benchmark", choices=MODES),
+            Key(
+                "model",
+                PATH,
+                None,
+                "weights (.pt) or architecture (.yaml), e.g. yolo11n-seg.pt",
+                nullable=True,
+                example="yolo11n-seg.pt",
+            ),
+            Key("data", PATH, None, "dataset YAML, e.g. coco8-seg.yaml", nullable=True, example="coco8-seg.yaml"),
         ],
     ),
     (
         "Train",
         [
-            Key("epochs", I, 100, "number of training epochs", min=1),
-            Key("time", F, None, "training time budget in hours; overrides epochs", nullable=True, min=0, min_open=True),
-            Key("patience", I, 100, "stop after this many epochs without improvement (0: never)", min=0),
+            Key("epochs", INT, 100, "number of training epochs", min=1),
+            Key(
+                "time",
+                FLOAT,
+                None,
+                "training time budget in hours; overrides epochs",
+                nullable=True,
+                min=0,
+                min_open=True,
+            ),
+            Key("patience", INT, 100, "stop after this many epochs without improvement (0: never)", min=0),
             Key(
                 "batch",
                 ("int", "float"),
@@ -174,8 +189,8 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 expected="an int > 0 or a list [h, w] of ints > 0",
                 convert=_imgsz,
             ),
-            Key("save", B, True, "save checkpoints (train) and annotated results (predict)"),
-            Key("save_period", I, -1, "also save a checkpoint every N epochs (-1: off)", min=-1),
+            Key("save", BOOL, True, "save checkpoints (train) and annotated results (predict)"),
+            Key("save_period", INT, -1, "also save a checkpoint every N epochs (-1: off)", min=-1),
             Key(
                 "cache",
                 ("bool", "str"),
@@ -192,19 +207,33 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 example="cpu",
                 convert=_device_to_str,
             ),
-            Key("workers", I, 8, "data loader worker processes", min=0),
-            Key("project", P, None, "output root folder (runs_dir setting when none)", nullable=True, example="runs/segment"),
-            Key("name", S, None, "run name, i.e. the folder under project (train, train2, ... when none)", nullable=True, example="exp"),
-            Key("exist_ok", B, False, "reuse an existing run folder instead of numbering a new one"),
+            Key("workers", INT, 8, "data loader worker processes", min=0),
+            Key(
+                "project",
+                PATH,
+                None,
+                "output root folder (runs_dir setting when none)",
+                nullable=True,
+                example="runs/segment",
+            ),
+            Key(
+                "name",
+                STR,
+                None,
+                "run name, i.e. the folder under project (train, train2, ... when none)",
+                nullable=True,
+                example="exp",
+            ),
+            Key("exist_ok", BOOL, False, "reuse an existing run folder instead of numbering a new one"),
             Key("pretrained", ("bool", "path"), True, "start from pretrained weights (true) or from the given file"),
-            Key("optimizer", S, "auto", "optimizer: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS),
-            Key("verbose", B, True, "print detailed progress"),
-            Key("seed", I, 0, "random seed", min=0),
-            Key("deterministic", B, True, "use deterministic algorithms"),
-            Key("single_cls", B, False, "train every class as one class"),
-            Key("rect", B, False, "rectangular batches (aspect ratio kept; val uses them regardless)"),
-            Key("cos_lr", B, False, "cosine learning-rate schedule instead of linear"),
-            Key("close_mosaic", I, 10, "turn mosaic off for the last N epochs (0: never)", min=0),
+            Key("optimizer", STR, "auto", "optimizer: " + ", ".join(OPTIMIZERS), choices=OPTIMIZERS),
+            Key("verbose", BOOL, True, "print detailed progress"),
+            Key("seed", INT, 0, "random seed", min=0),
+            Key("deterministic", BOOL, True, "use deterministic algorithms"),
+            Key("single_cls", BOOL, False, "train every class as one class"),
+            Key("rect", BOOL, False, "rectangular batches (aspect ratio kept; val uses them regardless)"),
+            Key("cos_lr", BOOL, False, "cosine learning-rate schedule instead of linear"),
+            Key("close_mosaic", INT, 10, "turn mosaic off for the last N epochs (0: never)", min=0),
             Key("resume", ("bool", "path"), False, "resume the last run (true) or the given last.pt"),
             Key(
                 "amp",
@@ -213,8 +242,8 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "automatic mixed precision on GPU: true/fp16, bf16, false/fp32",
                 choices=("fp16", "bf16", "fp32"),
             ),
-            Key("fraction", F, 1.0, "fraction of the training set to use", min=0.0, max=1.0, min_open=True),
-            Key("profile", B, False, "profile export speeds during training"),
+            Key("fraction", FLOAT, 1.0, "fraction of the training set to use", min=0.0, max=1.0, min_open=True),
+            Key("profile", BOOL, False, "profile export speeds during training"),
             Key(
                 "freeze",
                 ("int", "list"),
@@ -240,46 +269,61 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "torch.compile the model: true or a mode (default, reduce-overhead, max-autotune)",
                 choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
             ),
-            Key("overlap_mask", B, True, "merge the masks of an image into one index map when training"),
-            Key("mask_ratio", I, 4, "downsample factor of training masks", min=1),
-            Key("dropout", F, 0.0, "dropout (classification heads only; unused by segment/detect)", min=0.0, max=1.0),
+            Key("overlap_mask", BOOL, True, "merge the masks of an image into one index map when training"),
+            Key("mask_ratio", INT, 4, "downsample factor of training masks", min=1),
+            Key(
+                "dropout", FLOAT, 0.0, "dropout (classification heads only; unused by segment/detect)", min=0.0, max=1.0
+            ),
         ],
     ),
     (
         "Val / test",
         [
-            Key("val", B, True, "validate during training"),
-            Key("split", S, "val", "dataset split to validate on", choices=("val", "test", "train")),
-            Key("save_json", B, False, "save predictions.json (COCO format) and evaluate it when possible"),
+            Key("val", BOOL, True, "validate during training"),
+            Key("split", STR, "val", "dataset split to validate on", choices=("val", "test", "train")),
+            Key("save_json", BOOL, False, "save predictions.json (COCO format) and evaluate it when possible"),
             Key(
                 "conf",
-                F,
+                FLOAT,
                 None,
                 "confidence threshold (none: 0.25 predict, 0.001 val)",
                 nullable=True,
                 example=0.25,
                 **FRACTION,
             ),
-            Key("iou", F, 0.7, "NMS IoU threshold", **FRACTION),
-            Key("max_det", I, 300, "maximum detections per image", min=1),
-            Key("half", B, False, "FP16 inference / export"),
-            Key("int8", B, False, "INT8 quantisation (export)"),
-            Key("dnn", B, False, "use OpenCV DNN for ONNX inference"),
-            Key("plots", B, True, "save plots and images"),
-            Key("nms", B, None, "export: embed NMS in the graph (true) or leave it outside (none/false)", nullable=True),
-            Key("masks", B, False, "export: assemble masks in the graph (ours)"),
-            Key("crop_masks", B, True, "crop masks to their boxes (false keeps mask pixels outside the box; ours)"),
+            Key("iou", FLOAT, 0.7, "NMS IoU threshold", **FRACTION),
+            Key("max_det", INT, 300, "maximum detections per image", min=1),
+            Key("half", BOOL, False, "FP16 inference / export"),
+            Key("int8", BOOL, False, "INT8 quantisation (export)"),
+            Key("dnn", BOOL, False, "use OpenCV DNN for ONNX inference"),
+            Key("plots", BOOL, True, "save plots and images"),
+            Key(
+                "nms",
+                BOOL,
+                None,
+                "export: embed NMS in the graph (true) or leave it outside (none/false)",
+                nullable=True,
+            ),
+            Key("masks", BOOL, False, "export: assemble masks in the graph (ours)"),
+            Key("crop_masks", BOOL, True, "crop masks to their boxes (false keeps mask pixels outside the box; ours)"),
         ],
     ),
     (
         "Predict",
         [
-            Key("source", ("any",), None, "image, folder, glob, video, URL or webcam index", nullable=True, example="path/to/image.jpg"),
-            Key("vid_stride", I, 1, "take every Nth video frame", min=1),
-            Key("stream_buffer", B, False, "queue every stream frame (true) or keep only the latest"),
-            Key("visualize", B, False, "save feature maps"),
-            Key("augment", B, False, "test-time augmentation"),
-            Key("agnostic_nms", B, False, "class-agnostic NMS"),
+            Key(
+                "source",
+                ("any",),
+                None,
+                "image, folder, glob, video, URL or webcam index",
+                nullable=True,
+                example="path/to/image.jpg",
+            ),
+            Key("vid_stride", INT, 1, "take every Nth video frame", min=1),
+            Key("stream_buffer", BOOL, False, "queue every stream frame (true) or keep only the latest"),
+            Key("visualize", BOOL, False, "save feature maps"),
+            Key("augment", BOOL, False, "test-time augmentation"),
+            Key("agnostic_nms", BOOL, False, "class-agnostic NMS"),
             Key(
                 "classes",
                 ("int", "list[int]"),
@@ -290,7 +334,7 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 example=[0],
                 convert=_int_to_list,
             ),
-            Key("retina_masks", B, False, "masks at the original image resolution"),
+            Key("retina_masks", BOOL, False, "masks at the original image resolution"),
             Key(
                 "embed",
                 ("int", "list[int]"),
@@ -301,71 +345,79 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 example=[22],
                 convert=_int_to_list,
             ),
-            Key("stream", B, False, "return a generator of results instead of a list (saves memory on videos)"),
+            Key("stream", BOOL, False, "return a generator of results instead of a list (saves memory on videos)"),
         ],
     ),
     (
         "Visualize",
         [
-            Key("show", B, False, "show results in a window"),
-            Key("save_frames", B, False, "save each video frame as an image"),
-            Key("save_txt", B, False, "save results as .txt label files"),
-            Key("save_conf", B, False, "append confidences to the .txt labels"),
-            Key("save_crop", B, False, "save cropped detections"),
-            Key("show_labels", B, True, "draw class names"),
-            Key("show_conf", B, True, "draw confidences"),
-            Key("show_boxes", B, True, "draw boxes (false: masks only)"),
-            Key("line_width", I, None, "box line width (none: scaled to the image)", nullable=True, min=1, example=2),
+            Key("show", BOOL, False, "show results in a window"),
+            Key("save_frames", BOOL, False, "save each video frame as an image"),
+            Key("save_txt", BOOL, False, "save results as .txt label files"),
+            Key("save_conf", BOOL, False, "append confidences to the .txt labels"),
+            Key("save_crop", BOOL, False, "save cropped detections"),
+            Key("show_labels", BOOL, True, "draw class names"),
+            Key("show_conf", BOOL, True, "draw confidences"),
+            Key("show_boxes", BOOL, True, "draw boxes (false: masks only)"),
+            Key("line_width", INT, None, "box line width (none: scaled to the image)", nullable=True, min=1, example=2),
         ],
     ),
     (
         "Export",
         [
-            Key("format", S, "torchscript", "export format, e.g. torchscript, onnx, openvino", choices=EXPORT_FORMATS),
-            Key("optimize", B, False, "optimise the exported model for the target (format-specific)"),
-            Key("dynamic", B, False, "dynamic input shapes"),
-            Key("simplify", B, True, "simplify the ONNX graph"),
-            Key("opset", I, None, "ONNX opset (none: the best one available)", nullable=True, min=9, example=17),
-            Key("workspace", F, None, "TensorRT workspace in GiB", nullable=True, min=0, example=4),
+            Key(
+                "format", STR, "torchscript", "export format, e.g. torchscript, onnx, openvino", choices=EXPORT_FORMATS
+            ),
+            Key("optimize", BOOL, False, "optimise the exported model for the target (format-specific)"),
+            Key("dynamic", BOOL, False, "dynamic input shapes"),
+            Key("simplify", BOOL, True, "simplify the ONNX graph"),
+            Key("opset", INT, None, "ONNX opset (none: the best one available)", nullable=True, min=9, example=17),
+            Key("workspace", FLOAT, None, "TensorRT workspace in GiB", nullable=True, min=0, example=4),
         ],
     ),
     (
         "Hyperparameters",
         [
-            Key("lr0", F, 0.01, "initial learning rate (ignored by optimizer=auto)", **FRACTION),
-            Key("lrf", F, 0.01, "final learning rate as a fraction of lr0", **FRACTION),
-            Key("momentum", F, 0.937, "SGD momentum / Adam beta1", **FRACTION),
-            Key("weight_decay", F, 0.0005, "weight decay", **FRACTION),
-            Key("warmup_epochs", F, 3.0, "warm-up epochs (fractions allowed)", min=0.0),
-            Key("warmup_momentum", F, 0.8, "momentum at the start of warm-up", **FRACTION),
-            Key("warmup_bias_lr", F, 0.1, "bias learning rate at the start of warm-up", **FRACTION),
-            Key("box", F, 7.5, "box loss gain (also the mask loss gain)", min=0.0),
-            Key("cls", F, 0.5, "classification loss gain", min=0.0),
-            Key("dfl", F, 1.5, "distribution focal loss gain", min=0.0),
-            Key("nbs", I, 64, "nominal batch size (gradients are accumulated up to it)", min=1),
-            Key("hsv_h", F, 0.015, "hue augmentation (fraction)", **FRACTION),
-            Key("hsv_s", F, 0.7, "saturation augmentation (fraction)", **FRACTION),
-            Key("hsv_v", F, 0.4, "value augmentation (fraction)", **FRACTION),
-            Key("degrees", F, 0.0, "rotation (+-degrees)"),
-            Key("translate", F, 0.1, "translation (+-fraction)", **FRACTION),
-            Key("scale", F, 0.5, "scale (+-gain)", **FRACTION),
-            Key("shear", F, 0.0, "shear (+-degrees)"),
-            Key("perspective", F, 0.0, "perspective (+-fraction), 0 to 0.001", **FRACTION),
-            Key("flipud", F, 0.0, "vertical flip probability", **FRACTION),
-            Key("fliplr", F, 0.5, "horizontal flip probability", **FRACTION),
-            Key("bgr", F, 0.0, "RGB <-> BGR channel swap probability", **FRACTION),
-            Key("mosaic", F, 1.0, "mosaic probability", **FRACTION),
-            Key("mixup", F, 0.0, "mixup probability", **FRACTION),
-            Key("cutmix", F, 0.0, "cutmix probability", **FRACTION),
-            Key("copy_paste", F, 0.0, "copy-paste probability (segment)", **FRACTION),
-            Key("copy_paste_mode", S, "flip", "copy-paste source: flip (own instances) or mixup", choices=("flip", "mixup")),
+            Key("lr0", FLOAT, 0.01, "initial learning rate (ignored by optimizer=auto)", **FRACTION),
+            Key("lrf", FLOAT, 0.01, "final learning rate as a fraction of lr0", **FRACTION),
+            Key("momentum", FLOAT, 0.937, "SGD momentum / Adam beta1", **FRACTION),
+            Key("weight_decay", FLOAT, 0.0005, "weight decay", **FRACTION),
+            Key("warmup_epochs", FLOAT, 3.0, "warm-up epochs (fractions allowed)", min=0.0),
+            Key("warmup_momentum", FLOAT, 0.8, "momentum at the start of warm-up", **FRACTION),
+            Key("warmup_bias_lr", FLOAT, 0.1, "bias learning rate at the start of warm-up", **FRACTION),
+            Key("box", FLOAT, 7.5, "box loss gain (also the mask loss gain)", min=0.0),
+            Key("cls", FLOAT, 0.5, "classification loss gain", min=0.0),
+            Key("dfl", FLOAT, 1.5, "distribution focal loss gain", min=0.0),
+            Key("nbs", INT, 64, "nominal batch size (gradients are accumulated up to it)", min=1),
+            Key("hsv_h", FLOAT, 0.015, "hue augmentation (fraction)", **FRACTION),
+            Key("hsv_s", FLOAT, 0.7, "saturation augmentation (fraction)", **FRACTION),
+            Key("hsv_v", FLOAT, 0.4, "value augmentation (fraction)", **FRACTION),
+            Key("degrees", FLOAT, 0.0, "rotation (+-degrees)"),
+            Key("translate", FLOAT, 0.1, "translation (+-fraction)", **FRACTION),
+            Key("scale", FLOAT, 0.5, "scale (+-gain)", **FRACTION),
+            Key("shear", FLOAT, 0.0, "shear (+-degrees)"),
+            Key("perspective", FLOAT, 0.0, "perspective (+-fraction), 0 to 0.001", **FRACTION),
+            Key("flipud", FLOAT, 0.0, "vertical flip probability", **FRACTION),
+            Key("fliplr", FLOAT, 0.5, "horizontal flip probability", **FRACTION),
+            Key("bgr", FLOAT, 0.0, "RGB <-> BGR channel swap probability", **FRACTION),
+            Key("mosaic", FLOAT, 1.0, "mosaic probability", **FRACTION),
+            Key("mixup", FLOAT, 0.0, "mixup probability", **FRACTION),
+            Key("cutmix", FLOAT, 0.0, "cutmix probability", **FRACTION),
+            Key("copy_paste", FLOAT, 0.0, "copy-paste probability (segment)", **FRACTION),
+            Key(
+                "copy_paste_mode",
+                STR,
+                "flip",
+                "copy-paste source: flip (own instances) or mixup",
+                choices=("flip", "mixup"),
+            ),
         ],
     ),
     (
         "Other",
         [
-            Key("cfg", P, None, "YAML file of overrides (explicit arguments win)", nullable=True, example="my.yaml"),
-            Key("tracker", P, "tracktrack.yaml", "tracker config (tracking is not implemented by yoloseg)"),
+            Key("cfg", PATH, None, "YAML file of overrides (explicit arguments win)", nullable=True, example="my.yaml"),
+            Key("tracker", PATH, "tracktrack.yaml", "tracker config (tracking is not implemented by yoloseg)"),
         ],
     ),
 ]
@@ -443,7 +495,9 @@ def describe(key: Key) -> str:
             elif kind == "list[int]":
                 parts.append("a list of ints" + (_range_text(key) if key.min is not None else ""))
             elif kind in ("str", "path"):
-                parts.append(f"one of {', '.join(key.choices)}" if key.choices else ("a path" if kind == "path" else "a string"))
+                parts.append(
+                    f"one of {', '.join(key.choices)}" if key.choices else ("a path" if kind == "path" else "a string")
+                )
             elif kind == "list":
                 parts.append("a list")
             else:
@@ -560,15 +614,15 @@ def _apply_aliases(overrides: Mapping[str, Any]) -> dict[str, Any]:
             new, invert = (target, False) if isinstance(target, str) else target
             if invert and isinstance(value, bool):
                 value = not value
-            shown = f"{new}={format_value(value)}"
-            log.warning(f"WARNING: '{name}' is deprecated, use '{new}' instead; using {shown}.")
-            if new in overrides:
-                continue  # the current spelling, also given, wins
+            if new in overrides:  # the current spelling, also given, wins
+                log.warning(f"WARNING: '{name}' is deprecated and ignored: '{new}' is given too.")
+                continue
+            log.warning(f"WARNING: '{name}' is deprecated, use '{new}' instead; using {new}={format_value(value)}.")
             name = new
         elif name == "quantize":
             if value in (None, 32, "32", "fp32"):
                 continue
-            target = _QUANTIZE.get(value.lower() if isinstance(value, str) else value) if isinstance(value, str | int) else None
+            target = _QUANTIZE.get(value.lower() if isinstance(value, str) else value) if _hashable(value) else None
             if target is None:
                 raise ConfigError(
                     f"'quantize={format_value(value)}' is not supported by yoloseg: use half=true (fp16) or "
@@ -585,6 +639,10 @@ def _apply_aliases(overrides: Mapping[str, Any]) -> dict[str, Any]:
     if dropped:
         log.warning(f"WARNING: ignoring arguments that yoloseg does not use: {', '.join(dropped)}.")
     return out
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
 
 
 def validate_args(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -605,7 +663,11 @@ def load_cfg_file(path: str | os.PathLike) -> dict[str, Any]:
     """Validated overrides from a YAML file (a mapping of key: value). Raises ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"cfg={path}: file not found. Pass an existing YAML file, e.g. one from 'yolo copy-cfg'.")
+        raise ConfigError(
+            f"cfg={path}: file not found. Pass an existing YAML file, e.g. one written by 'yolo copy-cfg'.",
+            key="cfg",
+            value=str(path),
+        )
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -613,7 +675,7 @@ def load_cfg_file(path: str | os.PathLike) -> dict[str, Any]:
     if content is None:
         return {}
     if not isinstance(content, dict):
-        raise ConfigError(f"cfg={path}: expected a mapping of key: value, got {type(content).__name__}.")
+        raise ConfigError(f"cfg={path}: expected a mapping of key: value, got {type(content).__name__}.", key="cfg")
     content.pop("cfg", None)  # a cfg file does not chain to another one
     try:
         return validate_args({str(k): v for k, v in content.items()})

@@ -83,7 +83,7 @@ def _resolve_scale(cfg: dict[str, Any]) -> tuple[float, float, float]:
     scale = cfg.get("scale") or ""
     if scale not in scales:
         first = next(iter(scales))
-        log.warning(f"WARNING no model scale given in '{cfg.get('yaml_file', 'model YAML')}', using scale '{first}'.")
+        log.warning(f"WARNING: no model scale given in '{cfg.get('yaml_file', 'model YAML')}', using scale '{first}'.")
         cfg["scale"] = scale = first
     depth, width, max_channels = scales[scale]
     return depth, width, max_channels

@@ -1,0 +1,304 @@
+"""Validation: box and mask mAP on a dataset split, as the incumbent computes them (INCUMBENT.md §5).
+
+`run_validation` is the standalone entry (`model.val()`, `yolo segment val`); the trainer builds a `Validator` once
+and calls it each epoch with its EMA model and its own val loader.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.sample import Batch
+from ..metrics.ap import mask_iou, match_predictions
+from ..metrics.confusion import ConfusionMatrix
+from ..metrics.segment import DetectMetrics, SegmentMetrics
+from ..ops.boxes import box_iou, scale_boxes, xywh2xyxy
+from ..ops.masks import process_mask
+from ..ops.nms import non_max_suppression
+from ..utils.files import atomic_write_text, increment_path
+from ..utils.log import log
+from ..utils.settings import get_setting
+from ..utils.torch_utils import select_device
+
+IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
+
+
+def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[Callable]] | None = None):
+    """Validate a YOLOModel or an exported-model backend on `args['data']`; returns SegmentMetrics/DetectMetrics."""
+    from ..data.dataset import SegmentDataset
+    from ..data.dataset_yaml import check_dataset
+    from ..data.loader import build_dataloader
+
+    data = check_dataset(args["data"])
+    split = args.get("split") or "val"
+    if not data.get(split):
+        raise ValueError(f"data={args['data']}: the dataset has no '{split}' split; use split=val or split=train")
+    device = select_device(args.get("device"))
+    is_pt = isinstance(runner, torch.nn.Module)
+    if is_pt:
+        model = copy.deepcopy(runner).to(device).float().eval()
+        model.fuse()
+        stride = int(max(model.stride.max().item(), 32))
+        imgsz = args["imgsz"] if isinstance(args["imgsz"], int) else max(args["imgsz"])
+        rect = bool(args.get("rect", True))
+        batch = args["batch"]
+        names = model.names
+    else:
+        model = runner
+        stride = int(max(getattr(runner, "stride", 32), 32))
+        dynamic = bool(getattr(runner, "dynamic", False))
+        imgsz = args["imgsz"] if dynamic else max(getattr(runner, "imgsz", (args["imgsz"],) * 2))
+        imgsz = imgsz if isinstance(imgsz, int) else max(imgsz)
+        rect = bool(args.get("rect", True)) and dynamic
+        batch = args["batch"] if dynamic else int(getattr(runner, "batch", 1))
+        names = runner.names
+    if len(names) != data["nc"]:
+        log.warning(f"WARNING: model has {len(names)} classes, data={args['data']} has {data['nc']}")
+    task = args.get("task") or getattr(runner, "task", "segment")
+    dataset = SegmentDataset(
+        data[split],
+        imgsz=imgsz,
+        augment=False,
+        hyp={},
+        rect=rect,
+        batch_size=batch,
+        stride=stride,
+        pad=0.5,
+        single_cls=bool(args.get("single_cls")),
+        classes=args.get("classes"),
+        mask_ratio=4,
+        overlap_mask=True,
+        nc=data["nc"],
+        task=task,
+    )
+    loader = build_dataloader(dataset, batch, args.get("workers", 0), shuffle=False, seed=args.get("seed", 0))
+    save_dir = resolve_save_dir(args, "val")
+    validator = Validator(args, save_dir, data["names"], task=task, callbacks=callbacks)
+    validator.max_det = max(int(args.get("max_det", 300)), dataset_max_instances(dataset))
+    metrics = validator(model, loader, device=device)
+    log.info(f"Results saved to {save_dir}")
+    return metrics
+
+
+def dataset_max_instances(dataset: Any) -> int:
+    """The largest per-image ground-truth count (the standalone validator raises max_det to it, as 8.4 does)."""
+    store = getattr(dataset, "store", None)
+    counts = store.instance_counts() if store is not None else None
+    return int(np.max(counts)) if counts is not None and len(counts) else 0
+
+
+def resolve_save_dir(args: dict[str, Any], mode: str) -> Path:
+    """runs/<task>/<name> (project / name / exist_ok honoured), incremented unless exist_ok."""
+    project = Path(args.get("project") or Path(get_setting("runs_dir")) / (args.get("task") or "segment"))
+    name = args.get("name") or mode
+    return increment_path(project / name, exist_ok=bool(args.get("exist_ok")), mkdir=True)
+
+
+class Validator:
+    """Accumulates matches over a loader and turns them into metrics, tables and plots."""
+
+    def __init__(
+        self,
+        args: dict[str, Any],
+        save_dir: Path,
+        names: dict[int, str],
+        task: str = "segment",
+        callbacks: dict[str, list[Callable]] | None = None,
+    ):
+        self.args = args
+        self.save_dir = Path(save_dir)
+        self.names = names
+        self.nc = len(names)
+        self.task = task
+        self.callbacks = callbacks or {}
+        self.max_det = int(args.get("max_det", 300))
+        self.conf = args.get("conf") if args.get("conf") is not None else 0.001
+        self.single_cls = bool(args.get("single_cls"))
+        self.plots = bool(args.get("plots", True))
+        self.save_json = bool(args.get("save_json"))
+        self.native_masks = self.save_json or bool(args.get("save_txt"))
+        self.cm_iou = args.get("cm_iou", "mask")  # ours: segment confusion matrix by mask IoU
+
+    def _run_callbacks(self, event: str) -> None:
+        for fn in self.callbacks.get(event, []):
+            fn(self)
+
+    @torch.no_grad()
+    def __call__(self, model: Any, loader: Any, device: torch.device | None = None, loss_fn: Callable | None = None):
+        """Validate `model` (a YOLOModel in eval mode, or a backend) over `loader`; returns the metrics object."""
+        self._run_callbacks("on_val_start")
+        device = device or torch.device("cpu")
+        is_pt = isinstance(model, torch.nn.Module)
+        half = bool(self.args.get("half")) and device.type == "cuda"
+        stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls")}
+        confusion = ConfusionMatrix(nc=self.nc, conf=0.25, iou_thres=0.45)
+        self.jdict: list[dict] = []
+        loss_sum = None
+        dt = [0.0, 0.0, 0.0, 0.0]
+        n_images = 0
+        for bi, batch in enumerate(loader):
+            t0 = time.perf_counter()
+            batch = batch.to(device)
+            images = batch.images.half() if half else batch.images.float()
+            images = images / 255
+            t1 = time.perf_counter()
+            if is_pt and loss_fn is not None:
+                (y, protos), raw = model(images, with_raw=True)
+            else:
+                out = model(images)
+                y, protos = out if isinstance(out, (tuple, list)) else (out, None)
+            t2 = time.perf_counter()
+            if loss_fn is not None:
+                items = loss_fn(raw, batch)[1]
+                loss_sum = items if loss_sum is None else loss_sum + items
+            t3 = time.perf_counter()
+            preds = self.postprocess(y.float(), None if protos is None else protos.float(), images.shape[2:])
+            for si, pred in enumerate(preds):
+                self._update_image(si, pred, batch, images.shape[2:], stats, confusion)
+            t4 = time.perf_counter()
+            for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                dt[i] += d
+            n_images += len(batch.images)
+            if self.plots and bi < 3:
+                self._plot_batch(bi, batch, preds)
+        return self._finish(stats, confusion, dt, n_images, loss_sum, len(loader) if loss_fn is not None else 0)
+
+    def postprocess(self, y: torch.Tensor, protos: torch.Tensor | None, shape: tuple[int, int]) -> list[dict]:
+        """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt)."""
+        dets = non_max_suppression(
+            y,
+            self.conf,
+            self.args.get("iou", 0.7),
+            multi_label=self.nc > 1,
+            agnostic=self.single_cls or bool(self.args.get("agnostic_nms")),
+            max_det=self.max_det,
+            nc=self.nc,
+        )
+        out = []
+        for i, det in enumerate(dets):
+            item = {"boxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]}
+            if protos is not None and self.task == "segment":
+                item["masks"] = process_mask(protos[i], det[:, 6:], det[:, :4], shape, upsample=self.native_masks)
+            out.append(item)
+        return out
+
+    def _gt_for_image(self, si: int, batch: Batch, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        idx = batch.batch_idx == si
+        h, w = shape
+        boxes = xywh2xyxy(batch.boxes_xywhn[idx].float()) * torch.tensor([w, h, w, h], device=idx.device)
+        gt = {"cls": batch.classes[idx].float(), "boxes": boxes}
+        if self.task == "segment":
+            if batch.overlap:
+                n = int(idx.sum())
+                index_map = batch.masks[si]
+                ids = torch.arange(1, n + 1, device=index_map.device).view(-1, 1, 1)
+                masks = (index_map.unsqueeze(0) == ids).float()
+            else:
+                masks = batch.masks[idx].float()
+            if self.native_masks and masks.shape[1:] != shape:
+                masks = F.interpolate(masks[None], shape, mode="bilinear", align_corners=False)[0].gt_(0.5).float()
+            gt["masks"] = masks
+        return gt
+
+    def _update_image(self, si, pred, batch, shape, stats, confusion) -> None:
+        gt = self._gt_for_image(si, batch, shape)
+        n_pred, n_gt = len(pred["conf"]), len(gt["cls"])
+        stats["target_cls"].append(gt["cls"].cpu().numpy())
+        pred_cls = torch.zeros_like(pred["cls"]) if self.single_cls else pred["cls"]
+        tp = np.zeros((n_pred, 10), dtype=bool)
+        tp_m = np.zeros((n_pred, 10), dtype=bool)
+        mask_ious = None
+        if n_pred and n_gt:
+            iouv = IOU_THRESHOLDS.to(pred_cls.device)
+            tp = match_predictions(pred_cls, gt["cls"], box_iou(gt["boxes"], pred["boxes"]), iouv)
+            if "masks" in pred:
+                mask_ious = mask_iou(gt["masks"].flatten(1), pred["masks"].float().flatten(1))
+                tp_m = match_predictions(pred_cls, gt["cls"], mask_ious, iouv)
+        stats["tp"].append(np.asarray(tp))
+        stats["tp_m"].append(np.asarray(tp_m))
+        stats["conf"].append(pred["conf"].cpu().numpy())
+        stats["pred_cls"].append(pred_cls.cpu().numpy())
+        detections = torch.cat([pred["boxes"], pred["conf"][:, None], pred_cls[:, None]], 1)
+        use_mask = self.cm_iou == "mask" and mask_ious is not None
+        confusion.process_batch(detections, gt["boxes"], gt["cls"], ious=mask_ious if use_mask else None)
+        if self.save_json:
+            self._append_json(si, pred, batch, shape)
+
+    def _append_json(self, si: int, pred: dict, batch: Batch, shape: tuple[int, int]) -> None:
+        from ..metrics.rle import encode_masks
+
+        path = Path(batch.paths[si])
+        image_id = int(path.stem) if path.stem.isnumeric() else path.stem
+        h0, w0 = batch.orig_shapes[si]
+        boxes = scale_boxes(shape, pred["boxes"].clone(), (h0, w0), ratio_pad=batch.ratio_pads[si])
+        xywh = boxes.clone()
+        xywh[:, 2:] -= xywh[:, :2]
+        rles = encode_masks(pred.get("masks"), shape, (h0, w0), batch.ratio_pads[si]) if "masks" in pred else None
+        for j in range(len(pred["conf"])):
+            item = {
+                "image_id": image_id,
+                "category_id": int(pred["cls"][j]),
+                "bbox": [round(float(v), 3) for v in xywh[j]],
+                "score": round(float(pred["conf"][j]), 5),
+            }
+            if rles is not None:
+                item["segmentation"] = rles[j]
+            self.jdict.append(item)
+
+    def _plot_batch(self, bi: int, batch: Batch, preds: list[dict]) -> None:
+        try:
+            from ..data.plots import plot_batch
+        except ImportError:
+            return
+        plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_labels.jpg")
+        plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_pred.jpg", preds=preds)
+
+    def _finish(self, stats, confusion, dt, n_images, loss_sum, n_batches):
+        cat = {k: np.concatenate(v, 0) if v else np.zeros(0) for k, v in stats.items()}
+        metrics = SegmentMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
+        if self.task != "segment":
+            metrics = DetectMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
+            metrics.process(cat["tp"].reshape(-1, 10), cat["conf"], cat["pred_cls"], cat["target_cls"])
+        else:
+            tp, tp_m = cat["tp"].reshape(-1, 10), cat["tp_m"].reshape(-1, 10)
+            metrics.process(tp, tp_m, cat["conf"], cat["pred_cls"], cat["target_cls"])
+        n = max(n_images, 1)
+        metrics.speed = {k: v * 1e3 / n for k, v in zip(("preprocess", "inference", "loss", "postprocess"), dt)}
+        metrics.confusion_matrix = confusion
+        self.nt_per_class = np.bincount(cat["target_cls"].astype(int), minlength=self.nc)
+        self.seen = n_images
+        self.loss = None if loss_sum is None else (loss_sum / max(n_batches, 1)).cpu()
+        self.print_results(metrics)
+        if self.plots:
+            for normalize in (True, False):
+                confusion.plot(normalize=normalize, save_dir=self.save_dir, names=self.names)
+        if self.save_json and self.jdict:
+            atomic_write_text(self.save_dir / "predictions.json", json.dumps(self.jdict))
+            log.info(f"Saved {len(self.jdict)} predictions to {self.save_dir / 'predictions.json'}")
+        self._run_callbacks("on_val_end")
+        return metrics
+
+    def print_results(self, metrics: Any) -> None:
+        cols = ("Box(P", "R", "mAP50", "mAP50-95)") + (("Mask(P", "R", "mAP50", "mAP50-95)") if self.task == "segment" else ())
+        log.info(("%22s" + "%11s" * 2 + "%11s" * len(cols)) % ("Class", "Images", "Instances", *cols))
+        fmt = "%22s" + "%11i" * 2 + "%11.3g" * len(cols)
+        log.info(fmt % ("all", self.seen, int(self.nt_per_class.sum()), *metrics.mean_results()))
+        if self.nt_per_class.sum() == 0:
+            log.warning("WARNING: no labels found in the val set; metrics are zero")
+        if self.args.get("verbose", True) and self.nc > 1:
+            for i, c in enumerate(metrics.ap_class_index):
+                log.info(fmt % (self.names[int(c)], self.seen, self.nt_per_class[int(c)], *metrics.class_result(i)))
+        sp = metrics.speed
+        log.info(
+            f"Speed: {sp['preprocess']:.1f}ms preprocess, {sp['inference']:.1f}ms inference, "
+            f"{sp['loss']:.1f}ms loss, {sp['postprocess']:.1f}ms postprocess per image"
+        )
