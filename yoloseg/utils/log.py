@@ -24,6 +24,8 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def _configure() -> None:
+    if LOGGER.level == logging.NOTSET:
+        LOGGER.setLevel(logging.INFO)
     if LOGGER.handlers:
         return
     handler = _StdoutHandler()
