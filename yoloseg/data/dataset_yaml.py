@@ -42,6 +42,8 @@ def find_yaml(data: str | Path) -> tuple[Path, bool]:
     """Resolve `data=` (a YAML file, a folder holding one, a zip/tar archive, or a bundled name) to
     (yaml path, is_bundled)."""
     p = Path(str(data)).expanduser()
+    if not p.exists() and not p.is_absolute() and len(p.parts) > 1 and (datasets_dir() / p).exists():
+        p = datasets_dir() / p  # e.g. 'coco128-seg/data.yaml' remembered by a checkpoint: under the datasets dir
     if p.is_file() and is_archive_name(p.name):
         return _yaml_in_dir(_unpack_local_archive(p), data), False
     if p.is_dir():

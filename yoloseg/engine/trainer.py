@@ -307,12 +307,12 @@ class Trainer:
             sampler.set_epoch(epoch)
         nb = len(self.train_loader)
         nw = max(round(a["warmup_epochs"] * nb), 100) if a["warmup_epochs"] > 0 else -1
-        nw = min(nw, (a["epochs"] - self.start_epoch) * nb - 1) if nw > 0 else nw
+        nw = min(nw, a["epochs"] * nb - 1) if nw > 0 else nw  # never longer than the run (same on resume)
         names = LOSS_NAMES[self.task]
         tloss = torch.zeros(len(names), device=self.device)
-        bar = tqdm(self.train_loader, total=nb, disable=not self.is_main, bar_format="{l_bar}{bar:10}{r_bar}")
         if self.is_main:
-            log.info(("\n" + "%11s" * (3 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
+            log.info(("\n" + "%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
+        bar = tqdm(self.train_loader, total=nb, disable=not self.is_main, bar_format="{l_bar}{bar:10}{r_bar}")
         self.optimizer.zero_grad()
         last_step = -1
         for i, batch in enumerate(bar):

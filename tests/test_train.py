@@ -1,0 +1,133 @@
+"""Training end to end on a tiny generated dataset: outputs, checkpoints, determinism, kill-and-resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from yoloseg import YOLO
+from yoloseg.data.synthetic import generate_shapes
+
+SEG_COLUMNS = [
+    "epoch",
+    "time",
+    "train/box_loss",
+    "train/seg_loss",
+    "train/cls_loss",
+    "train/dfl_loss",
+    "metrics/precision(B)",
+    "metrics/recall(B)",
+    "metrics/mAP50(B)",
+    "metrics/mAP50-95(B)",
+    "metrics/precision(M)",
+    "metrics/recall(M)",
+    "metrics/mAP50(M)",
+    "metrics/mAP50-95(M)",
+    "val/box_loss",
+    "val/seg_loss",
+    "val/cls_loss",
+    "val/dfl_loss",
+    "lr/pg0",
+    "lr/pg1",
+    "lr/pg2",
+]
+TINY = dict(imgsz=64, batch=4, nbs=4, workers=0, plots=False, seed=3, close_mosaic=1, warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return generate_shapes(tmp_path_factory.mktemp("shapes") / "tiny", n_train=8, n_val=4, imgsz=64, seed=1)
+
+
+def _rows(csv_file: Path) -> list[dict[str, str]]:
+    with open(csv_file, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _metric_rows(csv_file: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in _rows(csv_file)]
+
+
+def test_train_outputs_and_checkpoints(tiny_data, tmp_path):
+    model = YOLO("yolo11n-seg.yaml")
+    model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="run", **{**TINY, "plots": True})
+    run = tmp_path / "run"
+    assert (run / "args.yaml").is_file()
+    rows = _rows(run / "results.csv")
+    assert list(rows[0]) == SEG_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(float(r["train/seg_loss"]) > 0 for r in rows)
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / "weights" / name, weights_only=True)
+        assert ckpt["format"] == "yoloseg" and "optimizer" not in ckpt
+        assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert (run / "results.png").is_file() and (run / "labels.jpg").is_file()
+    assert (run / "train_batch0.jpg").is_file() and (run / "val_batch0_pred.jpg").is_file()
+    # the facade now holds best.pt; val remembers data and imgsz
+    nc = len(yaml.safe_load(Path(tiny_data).read_text())["names"])
+    assert model.ckpt_path.endswith("best.pt") and model.model.nc == nc
+    metrics = model.val(project=str(tmp_path), name="val", plots=False)
+    assert 0.0 <= metrics.seg.map <= 1.0 and len(metrics.seg.maps) == nc
+
+
+def test_same_seed_gives_identical_results(tiny_data, tmp_path):
+    for name in ("a", "b"):
+        YOLO("yolo11n-seg.yaml").train(data=str(tiny_data), epochs=2, project=str(tmp_path), name=name, **TINY)
+    assert _metric_rows(tmp_path / "a" / "results.csv") == _metric_rows(tmp_path / "b" / "results.csv")
+
+
+RUNNER = textwrap.dedent(
+    """
+    import sys, time
+    from yoloseg import YOLO
+
+    data, project, name, kill_epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    resume = sys.argv[5] if len(sys.argv) > 5 else None
+    model = YOLO(resume) if resume else YOLO("yolo11n-seg.yaml")
+
+    def pause_mid_epoch(trainer):  # after the first batch of epoch `kill_epoch`: the parent kills us here
+        if trainer.epoch == kill_epoch:
+            print("READY-TO-KILL", flush=True)
+            time.sleep(120)
+
+    model.add_callback("on_train_batch_end", pause_mid_epoch)
+    if resume:
+        model.train(resume=True)
+    else:
+        model.train(data=data, epochs=3, project=project, name=name, **%r)
+    """
+    % TINY
+)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tiny_data, tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path), "full", "-1"], check=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_data), str(tmp_path), "killed", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        if "READY-TO-KILL" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = tmp_path / "killed" / "weights" / "last.pt"
+    assert last.is_file() and len(_rows(tmp_path / "killed" / "results.csv")) == 1
+    subprocess.run([sys.executable, str(script), "", "", "", "-1", str(last)], check=True, env=env)
+    assert _metric_rows(tmp_path / "killed" / "results.csv") == _metric_rows(tmp_path / "full" / "results.csv")
