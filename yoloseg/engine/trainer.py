@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import time
@@ -254,6 +255,8 @@ class Trainer:
         self._run_callbacks("on_pretrain_routine_start")
         if self.rank != -1 and distributed.world_size() > 1:
             self.device = distributed.init_process_group(self.device)
+            if not self.is_main:  # a launcher-spawned worker process: only rank 0 reports progress
+                logging.getLogger("yoloseg").setLevel(logging.WARNING)
         seed_everything(int(a.get("seed", 0)) + 1 + max(self.rank, 0), bool(a.get("deterministic")))
         self._setup_data()
         self._setup_model()
