@@ -88,6 +88,7 @@ class YOLO:
 
         path = resolve_weights(weights)
         ckpt = load_checkpoint(path)
+        self.predictor = None  # a cached predictor holds a fused copy of the previous weights
         self.model = model_from_checkpoint(ckpt)
         self.ckpt, self.ckpt_path = ckpt, str(path)
         self.task = self.model.task
@@ -152,7 +153,7 @@ class YOLO:
         """Run inference; returns a list of Results (a generator with stream=True)."""
         from .engine.predictor import Predictor
 
-        defaults = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
+        defaults = {"conf": 0.25, "batch": 1, "save": False, "rect": True, "mode": "predict"}
         remembered = {k: v for k, v in self.overrides.items() if k in ("imgsz",)}
         args = get_config({**remembered, **defaults, **kwargs})
         args["task"] = self.task
@@ -161,7 +162,7 @@ class YOLO:
         if source is None:
             raise ValueError("predict needs a source, e.g. model.predict('bus.jpg') or source=path/to/images")
         runner = self.model if self.model is not None else self.backend
-        if self.predictor is None or self.predictor.reusable_for(args) is False:
+        if self.predictor is None or not self.predictor.reusable_for(args, model=runner):
             self.predictor = Predictor(runner, args, callbacks=self.callbacks)
         else:
             self.predictor.update_args(args)
@@ -258,6 +259,7 @@ class YOLO:
         target = model.state_dict()
         matched = intersect_state_dicts(source, target)
         model.load_state_dict(matched, strict=False)
+        self.predictor = None
         log.info(f"Transferred {len(matched)}/{len(target)} items from pretrained weights")
         return self
 

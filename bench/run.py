@@ -1,0 +1,46 @@
+"""Run every benchmark and write bench/results/<date>.json (also `python -m bench`).
+
+    python bench/run.py [--quick] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = {
+    "compute_floor": ["compute_floor.py"],
+    "predict": ["predict_latency.py"],
+    "val": ["val_time.py"],
+    "loader": ["loader_throughput.py"],
+    "train_epoch": ["train_epoch.py"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--only", nargs="*", default=list(BENCHES))
+    args = parser.parse_args()
+    results = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine()}
+    for name in args.only:
+        cmd = [sys.executable, str(HERE / BENCHES[name][0])]
+        if args.threads and name != "loader":
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        results[name] = json.loads(lines[-1]) if out.returncode == 0 and lines else {"error": out.stderr[-2000:]}
+        print(name, json.dumps(results[name]), flush=True)
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{results['date']}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Seconds per training epoch (train + val) for yolo11n-seg on coco128-seg (data_all128.yaml: 128 images for train
+and val), imgsz 320, batch 16, as in ../shared/reference/reference-train.md (incumbent: 25.2 s, 1 thread): JSON.
+
+    python bench/train_epoch.py [--epochs 3] [--threads N] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+INCUMBENT_S = 25.2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("YOLOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="bench-cache-"))
+    from yoloseg import YOLO
+
+    project = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    YOLO("yolo11n-seg.yaml").train(
+        data=str(SHARED / "data" / "coco128-seg" / "data_all128.yaml"), epochs=args.epochs, imgsz=320, batch=16,
+        seed=0, amp=False, workers=args.workers, project=str(project), name="run", plots=False,
+    )  # fmt: skip
+    with open(project / "run" / "results.csv", newline="") as f:
+        stamps = [float(r["time"]) for r in csv.DictReader(f)]
+    per_epoch = [b - a for a, b in zip([0.0, *stamps[:-1]], stamps)]
+    median = statistics.median(per_epoch[1:] or per_epoch)  # the first epoch includes label scanning
+    print(json.dumps({
+        "bench": "train coco128-seg imgsz320 batch16", "threads": torch.get_num_threads(), "workers": args.workers,
+        "seconds_per_epoch": [round(t, 2) for t in per_epoch], "seconds_per_epoch_median": round(median, 2),
+        "incumbent_seconds_1thread": INCUMBENT_S, "ratio": round(median / INCUMBENT_S, 3),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,502 @@
+"""Prediction: agreement with the incumbent's recorded predictions, sources, saving, streaming, TTA."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yoloseg.data.sources import StreamReader, load_sources
+from yoloseg.engine.predictor import Predictor
+from yoloseg.results import Results
+
+from .conftest import SHARED, shared_path
+
+BOX_TOL = 1.0  # px
+CONF_TOL = 0.002
+MASK_IOU_MIN = 0.98
+
+
+# ---------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=2)
+def _reference_model(name: str):
+    from yoloseg.nn.graph import YOLOModel
+    from yoloseg.nn.official import load_official_checkpoint
+
+    ckpt = load_official_checkpoint(shared_path("reference", f"{name}.pt"))
+    model = YOLOModel(ckpt["yaml"])
+    model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    model.names = ckpt["names"]
+    return model.eval().fuse()
+
+
+def _tiny_model(nc: int = 3):
+    """A randomly initialised yolo11n-seg (callers pass a tiny conf when they need detections from it)."""
+    from yoloseg.nn.graph import YOLOModel
+
+    torch.manual_seed(0)
+    model = YOLOModel("yolo11n-seg.yaml", nc=nc)
+    model.names = {i: f"c{i}" for i in range(nc)}
+    return model.eval()
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """COCO compressed RLE {'size': [h, w], 'counts': str} -> (h, w) uint8 (column-major runs, 0s first)."""
+    h, w = rle["size"]
+    s = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = s[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    flat = np.repeat(np.arange(len(counts)) % 2, counts).astype(np.uint8)
+    return flat.reshape(w, h).T
+
+
+def _golden(name: str) -> list[dict]:
+    return json.loads(shared_path("reference", "golden", f"{name}.predictions.json").read_text())["images"]
+
+
+def compare_with_golden(result: Results, entry: dict) -> dict:
+    """Match our detections to the recorded ones (same class, closest box); returns the error figures."""
+    gold = entry["detections"]
+    n = len(result)
+    stats = {"total": len(gold), "ours": n, "matched": 0, "box": 0.0, "conf": 0.0, "iou": 1.0}
+    if not gold or not n:
+        return stats
+    assert list(result.masks.data.shape[1:]) == entry["mask_shape"]
+    boxes = result.boxes.xyxy.numpy().astype(np.float64)
+    cls = result.boxes.cls.numpy().astype(int)
+    conf = result.boxes.conf.numpy().astype(np.float64)
+    masks = result.masks.data.numpy()
+    free = np.ones(n, bool)
+    for g in gold:
+        err = np.abs(boxes - np.array(g["xyxy"])).max(1)
+        err[(cls != g["cls"]) | ~free] = np.inf
+        j = int(err.argmin())
+        if not np.isfinite(err[j]) or err[j] > 5 * BOX_TOL:
+            continue
+        free[j] = False
+        gm = rle_decode(g["mask_rle"]).astype(bool)
+        om = masks[j].astype(bool)
+        union = (gm | om).sum()
+        iou = (gm & om).sum() / union if union else 1.0
+        stats["matched"] += 1
+        stats["box"] = max(stats["box"], float(err[j]))
+        stats["conf"] = max(stats["conf"], abs(conf[j] - g["conf"]))
+        stats["iou"] = min(stats["iou"], float(iou))
+    return stats
+
+
+def _cases(name: str) -> list:
+    """One pytest param per recorded (image, imgsz, retina): 24 per checkpoint, ~0.15 s each."""
+    file = SHARED / "reference" / "golden" / f"{name}.predictions.json"
+    if not file.is_file():
+        return [pytest.param(name, None, 0, False, id=f"{name}-absent")]
+    out = []
+    for e in json.loads(file.read_text())["images"]:
+        case_id = f"{name[12:]}-{Path(e['image']).name}-{e['imgsz']}-{'retina' if e['retina_masks'] else 'default'}"
+        out.append(pytest.param(name, e["image"], e["imgsz"], e["retina_masks"], id=case_id))
+    return out
+
+
+# ---------------------------------------------------------------- agreement with the incumbent
+@pytest.mark.parametrize(
+    "name, image, imgsz, retina",
+    _cases("yolo11n-seg-shapes") + _cases("yolo11n-seg-coco128"),
+)
+def test_agreement_with_incumbent(name, image, imgsz, retina):
+    shared_path("reference", "golden", f"{name}.predictions.json")  # skips when the reference is absent
+    entry = next(
+        e for e in _golden(name) if e["image"] == image and e["imgsz"] == imgsz and e["retina_masks"] == retina
+    )
+    predictor = Predictor(_reference_model(name), {"imgsz": imgsz, "retina_masks": retina, "verbose": False})
+    (result,) = predictor.predict(str(shared_path("data", image)))
+    assert result.orig_shape == tuple(entry["orig_shape"])
+    s = compare_with_golden(result, entry)
+    assert s["ours"] == s["total"], s
+    assert s["matched"] == s["total"], s
+    assert s["box"] <= BOX_TOL and s["conf"] <= CONF_TOL and s["iou"] >= MASK_IOU_MIN, s
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' numpy 2 copy-keyword notice
+def test_rle_decoder_matches_pycocotools():
+    mask_api = pytest.importorskip("pycocotools.mask")
+    entry = next(e for e in _golden("yolo11n-seg-coco128") if e["image"].endswith("061.jpg") and e["imgsz"] == 640)
+    for g in entry["detections"]:
+        rle = dict(g["mask_rle"], counts=g["mask_rle"]["counts"].encode())
+        np.testing.assert_array_equal(rle_decode(g["mask_rle"]), mask_api.decode(rle))
+
+
+@pytest.mark.parametrize("retina", [False, True])
+def test_polygons_match_golden(retina):
+    """masks.xy equals the recorded polygons (original pixels; the recording is rounded to 0.01 px)."""
+    name, image = "yolo11n-seg-coco128", "coco8-seg/images/val/000000000061.jpg"
+    entry = next(e for e in _golden(name) if e["image"] == image and e["imgsz"] == 640 and e["retina_masks"] == retina)
+    predictor = Predictor(_reference_model(name), {"imgsz": 640, "retina_masks": retina, "verbose": False})
+    (r,) = predictor.predict(str(shared_path("data", image)))
+    assert len(entry["detections"]) == len(r) > 20
+    for g in entry["detections"]:
+        j = int(np.abs(r.boxes.xyxy.numpy() - np.array(g["xyxy"])).max(1).argmin())
+        ours, theirs = r.masks.xy[j], np.array(g["polygon_xy"], np.float32).reshape(-1, 2)
+        assert ours.dtype == np.float32 and ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=0.0051)
+
+
+def test_batch_matches_single_images():
+    model = _reference_model("yolo11n-seg-shapes")
+    files = [str(shared_path("data", f"shapes-ref-seg/images/val/0000{i}.jpg")) for i in range(3)]
+    single = [Predictor(model, {"imgsz": 256, "verbose": False}).predict(f)[0] for f in files]
+    batched = Predictor(model, {"imgsz": 256, "batch": 3, "verbose": False}).predict(files)
+    assert [r.path for r in batched] == files
+    for a, b in zip(single, batched):
+        assert len(a) == len(b)
+        torch.testing.assert_close(a.boxes.data, b.boxes.data, atol=1e-3, rtol=1e-4)
+        assert torch.equal(a.masks.data, b.masks.data)
+
+
+def test_console_output_and_saving(tmp_path, capsys):
+    model = _reference_model("yolo11n-seg-coco128")
+    bus = str(shared_path("data", "images", "bus.jpg"))
+    args = {
+        "imgsz": 320,
+        "save": True,
+        "save_txt": True,
+        "save_conf": True,
+        "save_crop": True,
+        "project": str(tmp_path),
+    }
+    results = Predictor(model, args).predict(bus)
+    out = capsys.readouterr().out
+    assert f"image 1/1 {bus}: 320x256 " in out
+    assert "Speed: " in out and "per image at shape (1, 3, 320, 256)" in out
+    save_dir = tmp_path / "predict"
+    assert f"Results saved to {save_dir}" in out
+    assert (save_dir / "bus.jpg").is_file()
+    lines = (save_dir / "labels" / "bus.txt").read_text().splitlines()
+    assert len(lines) == len(results[0])
+    assert all(len(ln.split()) % 2 == 0 for ln in lines)  # cls + pairs + conf
+    assert any((save_dir / "crops").rglob("bus*.jpg"))
+    # a second run numbers a new folder
+    Predictor(model, {**args, "verbose": False}).predict(bus)
+    assert (tmp_path / "predict2" / "bus.jpg").is_file()
+
+
+def test_retina_and_default_masks_agree():
+    model = _reference_model("yolo11n-seg-shapes")
+    img = str(shared_path("data", "shapes-ref-seg/images/val/00002.jpg"))
+    (a,) = Predictor(model, {"imgsz": 320, "verbose": False}).predict(img)
+    (b,) = Predictor(model, {"imgsz": 320, "retina_masks": True, "verbose": False}).predict(img)
+    assert b.masks.data.shape[1:] == a.orig_shape
+    assert a.masks.data.shape[1:] == (320, 320)
+    torch.testing.assert_close(a.boxes.data, b.boxes.data)
+
+
+def test_crop_masks_false_keeps_pixels_outside_boxes():
+    model = _reference_model("yolo11n-seg-shapes")
+    img = str(shared_path("data", "shapes-ref-seg/images/val/00001.jpg"))
+    (a,) = Predictor(model, {"imgsz": 256, "verbose": False}).predict(img)
+    (b,) = Predictor(model, {"imgsz": 256, "crop_masks": False, "verbose": False}).predict(img)
+    assert len(a) == len(b)
+    assert bool((b.masks.data >= a.masks.data).all())  # uncropped masks contain the cropped ones
+
+
+def test_classes_filter_and_max_det():
+    model = _reference_model("yolo11n-seg-shapes")
+    img = str(shared_path("data", "images", "bus.jpg"))
+    (r,) = Predictor(model, {"imgsz": 256, "classes": [2], "verbose": False}).predict(img)
+    assert len(r) and set(r.boxes.cls.tolist()) == {2.0}
+    (r,) = Predictor(model, {"imgsz": 256, "max_det": 3, "verbose": False}).predict(img)
+    assert len(r) <= 3
+
+
+def test_tta_runs_and_agrees_roughly():
+    model = _reference_model("yolo11n-seg-shapes")
+    img = str(shared_path("data", "shapes-ref-seg/images/val/00002.jpg"))
+    (plain,) = Predictor(model, {"imgsz": 256, "verbose": False}).predict(img)
+    (tta,) = Predictor(model, {"imgsz": 256, "augment": True, "verbose": False}).predict(img)
+    assert len(tta) > 0 and tta.masks.data.shape[1:] == plain.masks.data.shape[1:]
+    # every confident plain detection is found by TTA with a close box and an overlapping mask
+    for j in range(len(plain)):
+        if plain.boxes.conf[j] < 0.5:
+            continue
+        err = (tta.boxes.xyxy - plain.boxes.xyxy[j]).abs().amax(1)
+        k = int(err.argmin())
+        assert err[k] < 8
+        inter = (tta.masks.data[k].bool() & plain.masks.data[j].bool()).sum()
+        union = (tta.masks.data[k].bool() | plain.masks.data[j].bool()).sum()
+        assert inter / union > 0.7
+    (tta_r,) = Predictor(model, {"imgsz": 256, "augment": True, "retina_masks": True, "verbose": False}).predict(img)
+    assert tta_r.masks.data.shape[1:] == tta_r.orig_shape
+
+
+def test_model_is_not_modified():
+    model = _tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    Predictor(model, {"imgsz": 64, "verbose": False}).predict(np.zeros((64, 64, 3), np.uint8))
+    assert model.training and not model.is_fused()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _Backend:
+    """A stand-in export backend: fixed input size, not PyTorch (no auto letterbox)."""
+
+    def __init__(self, model, imgsz=(256, 256), names=None):
+        self.model, self.stride, self.names = model, 32, names or model.names
+        self.pt, self.dynamic, self.imgsz, self.fp16, self.device = False, False, imgsz, False, "cpu"
+        self.shapes = []
+
+    def __call__(self, im):
+        self.shapes.append(tuple(im.shape))
+        return self.model(im)
+
+
+def test_backend_interface_uses_fixed_size():
+    model = _reference_model("yolo11n-seg-shapes")
+    backend = _Backend(model)
+    bus = str(shared_path("data", "images", "bus.jpg"))
+    (r,) = Predictor(backend, {"imgsz": 320, "verbose": False}).predict(bus)
+    assert backend.shapes == [(1, 3, 256, 256)]  # the export size, padded square (no auto)
+    assert r.masks.data.shape[1:] == (256, 256) and len(r) > 0
+
+
+class _End2EndBackend(_Backend):
+    """A stand-in for an export with in-graph NMS (and optionally in-graph masks), dynamic shapes."""
+
+    def __init__(self, model, masks: bool):
+        from yoloseg.export.postprocess import End2End
+
+        graph = End2End(model, len(model.names), conf=0.25, iou=0.7, max_det=300, masks=masks)
+        super().__init__(graph, names=model.names)
+        self.dynamic, self.end2end, self.nms, self.masks = True, True, True, masks
+
+
+@pytest.mark.parametrize("masks", [False, True])
+@pytest.mark.parametrize("retina", [False, True])
+def test_end2end_backends_match_pytorch(masks, retina):
+    model = _reference_model("yolo11n-seg-shapes")
+    img = str(shared_path("data", "shapes-ref-seg/images/val/00002.jpg"))
+    args = {"imgsz": 256, "retina_masks": retina, "verbose": False}
+    (ref,) = Predictor(model, args).predict(img)
+    (got,) = Predictor(_End2EndBackend(model, masks), {**args, "conf": 0.3}).predict(img)
+    keep = ref.boxes.conf > 0.3
+    ref = ref[keep]
+    assert len(got) == len(ref) > 0
+    torch.testing.assert_close(got.boxes.data, ref.boxes.data, atol=1e-3, rtol=1e-4)
+    inter = (got.masks.data.bool() & ref.masks.data.bool()).flatten(1).sum(1)
+    union = (got.masks.data.bool() | ref.masks.data.bool()).flatten(1).sum(1)
+    assert float((inter / union).min()) > (0.999 if not (masks and retina) else 0.95)
+
+
+def test_reuse_and_update_args():
+    model = _tiny_model()
+    p = Predictor(model, {"imgsz": 64, "verbose": False})
+    assert p.reusable_for({"conf": 0.5, "imgsz": 96})
+    p.update_args({"conf": 0.5, "imgsz": 96})
+    assert p.args["conf"] == 0.5 and p.imgsz == (96, 96)
+    assert not p.reusable_for({"device": "cuda:0"})
+    assert not p.reusable_for({}, model=_tiny_model())
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # trained in place: the fused copy is stale
+    assert not p.reusable_for({})
+    events = []
+    p2 = Predictor(model, {"imgsz": 64, "verbose": False}, callbacks={"on_predict_start": [events.append]})
+    p2.predict(np.zeros((64, 64, 3), np.uint8))
+    assert events == [p2]
+
+
+# ---------------------------------------------------------------- sources
+def _write_images(folder: Path, n: int, size=(48, 64)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i}.png"
+        img = np.full((*size, 3), (40 * i) % 256, np.uint8)
+        cv2.imwrite(str(p), img)
+        paths.append(p)
+    return paths
+
+
+def _collect(sources):
+    paths, images, infos, frames = [], [], [], []
+    for b in sources:
+        paths += b.paths
+        images += b.images
+        infos += b.infos
+        frames += b.frames
+    return paths, images, infos, frames
+
+
+def test_folder_with_corrupt_image_warns_and_continues(tmp_path, caplog):
+    good = _write_images(tmp_path / "imgs" / "sub", 2)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "imgs" / "notes.md").write_text("ignored")
+    import logging
+
+    logger = logging.getLogger("yoloseg")
+    logger.addHandler(caplog.handler)
+    try:
+        paths, images, _, _ = _collect(load_sources(str(tmp_path / "imgs")))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert paths == [str(p) for p in good]
+    assert all(im.shape == (48, 64, 3) for im in images)
+    assert "broken.jpg" in caplog.text
+
+
+def test_explicit_bad_sources_raise(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_sources(str(tmp_path / "missing.jpg"))
+    (tmp_path / "a.xyz").write_text("x")
+    with pytest.raises(ValueError, match=r"a\.xyz.*unsupported"):
+        load_sources(str(tmp_path / "a.xyz"))
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        list(load_sources(str(tmp_path / "bad.jpg")))
+    with pytest.raises(TypeError, match="unsupported source type"):
+        load_sources(3.5)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):  # at the call, not at the first next()
+        Predictor(_tiny_model(), {"imgsz": 64}).predict(str(tmp_path / "missing.jpg"), stream=True)
+
+
+def test_txt_list_glob_and_batching(tmp_path):
+    files = _write_images(tmp_path / "imgs", 5)
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(["imgs/im0.png", str(files[3]), "imgs/missing.png", ""]))
+    paths, _, infos, _ = _collect(load_sources(str(lst)))
+    assert paths == [str(tmp_path / "imgs" / "im0.png"), str(files[3])]
+    assert infos[0] == f"image 1/2 {paths[0]}"
+    batches = list(load_sources(str(tmp_path / "imgs" / "im*.png"), batch=2))
+    assert [len(b.paths) for b in batches] == [2, 2, 1]
+
+
+def test_in_memory_sources():
+    from PIL import Image
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[..., 0] = 255  # red in RGB
+    paths, images, infos, frames = _collect(load_sources([rgb[..., ::-1].copy(), Image.fromarray(rgb), rgb[..., 0]]))
+    assert paths == ["image0.jpg", "image1.jpg", "image2.jpg"] and frames == [None] * 3
+    assert images[0][0, 0].tolist() == [0, 0, 255] and images[1][0, 0].tolist() == [0, 0, 255]  # BGR
+    assert images[2].shape == (20, 30, 3)
+    with pytest.raises(TypeError, match="uint8"):
+        load_sources(np.zeros((8, 8, 3), np.float32))
+
+
+def test_tensor_source_is_fed_as_is():
+    model = _reference_model("yolo11n-seg-shapes")
+    img = cv2.imread(str(shared_path("data", "shapes-ref-seg/images/val/00001.jpg")))
+    t = torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255  # 256x256, RGB 0-1
+    (r_t,) = Predictor(model, {"imgsz": 256, "verbose": False}).predict(t)
+    (r_np,) = Predictor(model, {"imgsz": 256, "verbose": False}).predict(img)
+    assert r_t.orig_shape == (256, 256) and r_t.path == "image0.jpg"
+    torch.testing.assert_close(r_t.boxes.data, r_np.boxes.data, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="multiples of the model stride"):
+        load_sources(torch.zeros(1, 3, 50, 64), stride=32)
+
+
+def _write_video(path: Path, n: int = 7, size=(64, 96)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (size[1], size[0]))
+    for i in range(n):
+        writer.write(np.full((*size, 3), i * 30, np.uint8))
+    writer.release()
+
+
+def test_video_with_vid_stride_and_saving(tmp_path):
+    video = tmp_path / "clip.avi"
+    _write_video(video, 7)
+    paths, images, infos, frames = _collect(load_sources(str(video), vid_stride=3))
+    assert frames == [1, 2, 3] and len(images) == 3  # frames 0, 3, 6 of 7
+    assert infos[0] == f"video 1/1 (frame 1/3) {video}"
+    assert abs(int(images[1].mean()) - 90) <= 3  # the 4th frame
+    model = _tiny_model()
+    args = {"imgsz": 64, "save": True, "save_txt": True, "project": str(tmp_path / "runs"), "verbose": False}
+    results = Predictor(model, {**args, "conf": 0.0001}).predict(str(video))
+    assert len(results) == 7
+    saved = list((tmp_path / "runs" / "predict").glob("clip.*"))
+    assert len(saved) == 1 and saved[0].stat().st_size > 0
+    cap = cv2.VideoCapture(str(saved[0]))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+    cap.release()
+    assert not list((tmp_path / "runs" / "predict").glob(".*partial*"))
+
+
+def test_stream_reader_on_a_video_file(tmp_path):
+    video = tmp_path / "clip.avi"
+    _write_video(video, 6)
+    with StreamReader(str(video), vid_stride=2, buffer=True) as reader:
+        frames = [f for f, _ in reader]
+    assert frames == [1, 2, 3]
+
+
+def test_url_source_served_locally(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # downloads land in the temp dir
+    (tmp_path / "tmp").mkdir()
+    folder = tmp_path / "www"
+    _write_images(folder, 1, size=(40, 50))
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/im0.png"
+        paths, images, _, _ = _collect(load_sources(url))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert Path(paths[0]).name == "im0.png" and images[0].shape == (40, 50, 3)
+    assert Path(paths[0]).is_relative_to(tmp_path / "tmp")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_stream_mode_is_lazy_and_bounded(tmp_path):
+    files = _write_images(tmp_path / "many", 12, size=(480, 640))
+    model = _tiny_model()
+    predictor = Predictor(model, {"imgsz": 64, "verbose": False, "conf": 0.0001})
+    gen = predictor.predict(str(tmp_path / "many"), stream=True)
+    assert not isinstance(gen, list)
+    first = next(gen)
+    assert first.path == str(files[0])
+    del first
+    tracemalloc.start()
+    next(gen)
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in gen:
+        pass
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # nothing accumulates: a 480x640 BGR image is 0.9 MB, ten of them would be 9 MB
+    assert current - base < 3_000_000
+
+
+def test_empty_results_for_blank_image():
+    model = _reference_model("yolo11n-seg-shapes")
+    (r,) = Predictor(model, {"imgsz": 64, "conf": 0.99, "verbose": False}).predict(np.full((64, 64, 3), 114, np.uint8))
+    assert len(r) == 0 and r.masks is None and r.boxes.data.shape == (0, 6)
+    assert r.verbose() == "(no detections), "
