@@ -80,7 +80,7 @@ def test_cli_official_model_val_predict_export(env):
     saved = Path(os.environ["YOLOSEG_RUNS_DIR"]) / "segment" / "predict" / "bus.jpg"
     assert saved.is_file()
     assert main(["export", "model=yolo11n-seg.pt", "format=onnx"]) == 0
-    assert Path("yolo11n-seg.onnx").is_file()
+    assert (Path(os.environ["YOLOSEG_WEIGHTS_DIR"]) / "yolo11n-seg.onnx").is_file()  # beside the downloaded .pt
 
 
 def test_python_examples(env):
