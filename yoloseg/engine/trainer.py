@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from ..metrics.segment import DetectMetrics, SegmentMetrics
 from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
 from ..nn.graph import YOLOModel
 from ..utils.files import atomic_write_text
@@ -29,19 +30,6 @@ from .saving import make_checkpoint, plain_args, rng_state, save_training_checkp
 from .validator import Validator, resolve_save_dir
 
 LOSS_NAMES = {"segment": ("box_loss", "seg_loss", "cls_loss", "dfl_loss"), "detect": ("box_loss", "cls_loss", "dfl_loss")}
-METRIC_KEYS = {
-    "segment": (
-        "metrics/precision(B)",
-        "metrics/recall(B)",
-        "metrics/mAP50(B)",
-        "metrics/mAP50-95(B)",
-        "metrics/precision(M)",
-        "metrics/recall(M)",
-        "metrics/mAP50(M)",
-        "metrics/mAP50-95(M)",
-    ),
-    "detect": ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)"),
-}
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before reloading last.pt with a lower learning rate
 
 
@@ -392,7 +380,8 @@ class Trainer:
         row: dict[str, float] = {"epoch": epoch + 1, "time": round(time.time() - self.t0, 3)}
         row.update({f"train/{n}": round(float(v), 5) for n, v in zip(names, tloss)})
         values = self.metrics.results_dict if self.metrics is not None else {}
-        row.update({k: round(float(values.get(k, 0.0)), 5) for k in METRIC_KEYS[self.task]})
+        metric_cls = SegmentMetrics if self.task == "segment" else DetectMetrics
+        row.update({k: round(float(values.get(k, 0.0)), 5) for k in metric_cls(names=self.names).keys})
         vl = vloss.tolist() if vloss is not None else [0.0] * len(names)
         row.update({f"val/{n}": round(float(v), 5) for n, v in zip(names, vl)})
         row.update({k: round(float(v), 8) for k, v in self.lr.items()})

@@ -139,7 +139,7 @@ class Validator:
         device = device or torch.device("cpu")
         is_pt = isinstance(model, torch.nn.Module)
         half = bool(self.args.get("half")) and device.type == "cuda"
-        stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls")}
+        stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=0.25, iou_thres=0.45)
         self.jdict: list[dict] = []
         loss_sum = None
@@ -164,6 +164,7 @@ class Validator:
             preds = self.postprocess(y.float(), None if protos is None else protos.float(), images.shape[2:])
             for si, pred in enumerate(preds):
                 self._update_image(si, pred, batch, images.shape[2:], stats, confusion)
+                stats["target_img"].append(np.full(int((batch.batch_idx == si).sum()), n_images + si))
             t4 = time.perf_counter()
             for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 dt[i] += d
@@ -267,16 +268,17 @@ class Validator:
         metrics = SegmentMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
         if self.task != "segment":
             metrics = DetectMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
-            metrics.process(cat["tp"].reshape(-1, 10), cat["conf"], cat["pred_cls"], cat["target_cls"])
+            metrics.process(cat["tp"].reshape(-1, 10), cat["conf"], cat["pred_cls"], cat["target_cls"], cat["target_img"])
         else:
             tp, tp_m = cat["tp"].reshape(-1, 10), cat["tp_m"].reshape(-1, 10)
-            metrics.process(tp, tp_m, cat["conf"], cat["pred_cls"], cat["target_cls"])
+            metrics.process(tp, tp_m, cat["conf"], cat["pred_cls"], cat["target_cls"], cat["target_img"])
         n = max(n_images, 1)
         metrics.speed = {k: v * 1e3 / n for k, v in zip(("preprocess", "inference", "loss", "postprocess"), dt)}
         metrics.confusion_matrix = confusion
         self.nt_per_class = np.bincount(cat["target_cls"].astype(int), minlength=self.nc)
         self.seen = n_images
         self.loss = None if loss_sum is None else (loss_sum / max(n_batches, 1)).cpu()
+        self.nt_per_image = getattr(metrics, "nt_per_image", None)
         self.print_results(metrics)
         if self.plots:
             for normalize in (True, False):
@@ -296,7 +298,8 @@ class Validator:
             log.warning("WARNING: no labels found in the val set; metrics are zero")
         if self.args.get("verbose", True) and self.nc > 1:
             for i, c in enumerate(metrics.ap_class_index):
-                log.info(fmt % (self.names[int(c)], self.seen, self.nt_per_class[int(c)], *metrics.class_result(i)))
+                images = self.nt_per_image[int(c)] if self.nt_per_image is not None else self.seen
+                log.info(fmt % (self.names[int(c)], images, self.nt_per_class[int(c)], *metrics.class_result(i)))
         sp = metrics.speed
         log.info(
             f"Speed: {sp['preprocess']:.1f}ms preprocess, {sp['inference']:.1f}ms inference, "
