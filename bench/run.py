@@ -23,6 +23,18 @@ BENCHES = {
 }
 
 
+def last_json(text: str) -> dict:
+    """The last JSON object printed (one line or indented over several)."""
+    decoder, found, i = json.JSONDecoder(), {}, 0
+    while (i := text.find("{", i)) != -1:
+        try:
+            found, end = decoder.raw_decode(text, i)
+            i = end
+        except json.JSONDecodeError:
+            i += 1
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
@@ -34,8 +46,7 @@ def main() -> None:
         if args.threads and name != "loader":
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-        results[name] = json.loads(lines[-1]) if out.returncode == 0 and lines else {"error": out.stderr[-2000:]}
+        results[name] = last_json(out.stdout) if out.returncode == 0 else {"error": out.stderr[-2000:]}
         print(name, json.dumps(results[name]), flush=True)
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
