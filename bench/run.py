@@ -20,6 +20,7 @@ BENCHES = {
     "val": ["val_time.py"],
     "loader": ["loader_throughput.py"],
     "train_epoch": ["train_epoch.py"],
+    "stream_memory": ["stream_memory.py"],
 }
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     results = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine()}
     for name in args.only:
         cmd = [sys.executable, str(HERE / BENCHES[name][0])]
-        if args.threads and name != "loader":
+        if args.threads and name not in ("loader", "stream_memory"):
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         results[name] = last_json(out.stdout) if out.returncode == 0 else {"error": out.stderr[-2000:]}
