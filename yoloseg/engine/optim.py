@@ -55,7 +55,9 @@ def build_optimizer(
     elif name == "SGD":
         optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
     else:
-        raise ValueError(f"optimizer={name!r} is not supported; use SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto")
+        raise ValueError(
+            f"optimizer={name!r} is not supported; use SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto"
+        )
     optimizer.add_param_group({"params": weights, "weight_decay": decay})
     optimizer.add_param_group({"params": norms, "weight_decay": 0.0})
     log.info(

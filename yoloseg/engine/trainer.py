@@ -23,13 +23,16 @@ from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
 from ..nn.graph import YOLOModel
 from ..utils.files import atomic_write_text
 from ..utils.log import log
-from ..utils.torch_utils import select_device, seed_everything
+from ..utils.torch_utils import seed_everything, select_device
 from . import distributed
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
 from .validator import Validator, resolve_save_dir
 
-LOSS_NAMES = {"segment": ("box_loss", "seg_loss", "cls_loss", "dfl_loss"), "detect": ("box_loss", "cls_loss", "dfl_loss")}
+LOSS_NAMES = {
+    "segment": ("box_loss", "seg_loss", "cls_loss", "dfl_loss"),
+    "detect": ("box_loss", "cls_loss", "dfl_loss"),
+}
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before reloading last.pt with a lower learning rate
 
 
@@ -139,7 +142,12 @@ class Trainer:
             **common,
         )
         self.train_loader = build_dataloader(
-            self.train_set, self.batch_size, a["workers"], shuffle=not a.get("rect"), seed=a.get("seed", 0), rank=self.rank
+            self.train_set,
+            self.batch_size,
+            a["workers"],
+            shuffle=not a.get("rect"),
+            seed=a.get("seed", 0),
+            rank=self.rank,
         )
         self.val_loader = None
         if self.is_main:
@@ -224,7 +232,9 @@ class Trainer:
         ckpt = self.resume_ckpt
         if ckpt is None:
             return
-        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model_state"].items()})
+        self.model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model_state"].items()}
+        )
         self.ema.ema.load_state_dict(ckpt["state_dict"])
         self.ema.updates = int(ckpt["updates"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -256,7 +266,10 @@ class Trainer:
         self._restore()
         if self.is_main:
             self.wdir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.save_dir / "args.yaml", yaml.safe_dump(plain_args({**a, "save_dir": str(self.save_dir)}), sort_keys=False))
+            atomic_write_text(
+                self.save_dir / "args.yaml",
+                yaml.safe_dump(plain_args({**a, "save_dir": str(self.save_dir)}), sort_keys=False),
+            )
             self._plot_labels()
         self._run_callbacks("on_pretrain_routine_end")
         self.t0 = time.time()

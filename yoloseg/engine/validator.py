@@ -6,7 +6,6 @@ and calls it each epoch with its EMA model and its own val loader.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from ..utils.files import atomic_write_text, increment_path
 from ..utils.log import log
 from ..utils.settings import get_setting
 from ..utils.torch_utils import select_device
+from .inference import inference_copy
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 
@@ -45,8 +45,7 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
     device = select_device(args.get("device"))
     is_pt = isinstance(runner, torch.nn.Module)
     if is_pt:
-        model = copy.deepcopy(runner).to(device).float().eval()
-        model.fuse()
+        model = inference_copy(runner, device, torch.float32, channels_last=device.type == "cpu")
         stride = int(max(model.stride.max().item(), 32))
         imgsz = args["imgsz"] if isinstance(args["imgsz"], int) else max(args["imgsz"])
         rect = bool(args.get("rect", True))
@@ -268,7 +267,9 @@ class Validator:
         metrics = SegmentMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
         if self.task != "segment":
             metrics = DetectMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
-            metrics.process(cat["tp"].reshape(-1, 10), cat["conf"], cat["pred_cls"], cat["target_cls"], cat["target_img"])
+            metrics.process(
+                cat["tp"].reshape(-1, 10), cat["conf"], cat["pred_cls"], cat["target_cls"], cat["target_img"]
+            )
         else:
             tp, tp_m = cat["tp"].reshape(-1, 10), cat["tp_m"].reshape(-1, 10)
             metrics.process(tp, tp_m, cat["conf"], cat["pred_cls"], cat["target_cls"], cat["target_img"])
@@ -290,7 +291,9 @@ class Validator:
         return metrics
 
     def print_results(self, metrics: Any) -> None:
-        cols = ("Box(P", "R", "mAP50", "mAP50-95)") + (("Mask(P", "R", "mAP50", "mAP50-95)") if self.task == "segment" else ())
+        cols = ("Box(P", "R", "mAP50", "mAP50-95)") + (
+            ("Mask(P", "R", "mAP50", "mAP50-95)") if self.task == "segment" else ()
+        )
         log.info(("%22s" + "%11s" * 2 + "%11s" * len(cols)) % ("Class", "Images", "Instances", *cols))
         fmt = "%22s" + "%11i" * 2 + "%11.3g" * len(cols)
         log.info(fmt % ("all", self.seen, int(self.nt_per_class.sum()), *metrics.mean_results()))

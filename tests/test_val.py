@@ -1,0 +1,29 @@
+"""Validation agrees with the reference implementation on the same weights (golden/*.val-metrics.json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from yoloseg import YOLO
+
+from .conftest import shared_path
+
+KEYS = ("metrics/mAP50(B)", "metrics/mAP50-95(B)", "metrics/mAP50(M)", "metrics/mAP50-95(M)")
+CASES = [("yolo11n-seg-shapes", "shapes-ref-seg", 256), ("yolo11n-seg-coco128", "coco8-seg", 320)]
+
+
+@pytest.mark.parametrize("checkpoint,dataset,imgsz", CASES)
+def test_val_metrics_match_reference(checkpoint, dataset, imgsz, tmp_path):
+    golden = json.loads(shared_path("reference", "golden", f"{checkpoint}.val-metrics.json").read_text())
+    ref = next(g for g in golden if g["dataset"] == dataset and g["imgsz"] == imgsz)
+    model = YOLO(str(shared_path("reference", f"{checkpoint}.pt")))
+    data = shared_path("data", dataset, "data.yaml")
+    metrics = model.val(data=str(data), imgsz=imgsz, batch=ref["batch"], plots=False, project=str(tmp_path))
+    for key in KEYS:
+        assert metrics.results_dict[key] == pytest.approx(ref["results"][key], abs=1e-4), key
+    assert metrics.box.map75 == pytest.approx(ref["box_map75"], abs=1e-4)
+    assert metrics.seg.map75 == pytest.approx(ref["seg_map75"], abs=1e-4)
+    for cls, value in ref["seg_maps_present"].items():
+        assert metrics.seg.maps[int(cls)] == pytest.approx(value, abs=1e-4)
