@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/results/<date>.json (also `python -m bench`).
 
-    python bench/run.py [--quick] [--threads 2]
+python bench/run.py [--quick] [--threads 2]
 """
 
 from __future__ import annotations

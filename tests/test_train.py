@@ -87,7 +87,7 @@ def test_same_seed_gives_identical_results(tiny_data, tmp_path):
 
 
 RUNNER = textwrap.dedent(
-    """
+    f"""
     import sys, time
     from yoloseg import YOLO
 
@@ -104,9 +104,8 @@ RUNNER = textwrap.dedent(
     if resume:
         model.train(resume=True)
     else:
-        model.train(data=data, epochs=3, project=project, name=name, **%r)
+        model.train(data=data, epochs=3, project=project, name=name, **{TINY!r})
     """
-    % TINY
 )
 
 

@@ -185,9 +185,8 @@ class YOLO:
 
     def train(self, **kwargs: Any):
         """Train (or resume); afterwards the model is the best checkpoint. Returns the final metrics."""
-        from .engine.trainer import Trainer
-
         from .config.defaults import validate_args
+        from .engine.trainer import Trainer
 
         model = self._require_pytorch("train")
         # resume: the checkpoint's args win; only what was passed explicitly (device, workers) is kept

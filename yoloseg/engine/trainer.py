@@ -23,7 +23,7 @@ from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
 from ..nn.graph import YOLOModel
 from ..utils.files import atomic_write_text
 from ..utils.log import log
-from ..utils.torch_utils import seed_everything, select_device
+from ..utils.torch_utils import loader_workers, seed_everything, select_device
 from . import distributed
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
@@ -61,8 +61,7 @@ class Trainer:
             self.args.setdefault("task", self.resume_ckpt.get("task", "segment"))
         self.task = self.args.get("task") or (model.task if model is not None else "segment")
         self.device = select_device(self.args.get("device"))
-        if self.args.get("workers") is None or self.device.type == "cpu" and self.args.get("workers", 0) > 2:
-            self.args["workers"] = min(int(self.args.get("workers") or 0), os.cpu_count() or 1)
+        self.workers = loader_workers(int(self.args.get("workers") or 0), self.device)
         self.save_dir = self._save_dir()
         self.wdir = self.save_dir / "weights"
         self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
@@ -144,7 +143,7 @@ class Trainer:
         self.train_loader = build_dataloader(
             self.train_set,
             self.batch_size,
-            a["workers"],
+            self.workers,
             shuffle=not a.get("rect"),
             seed=a.get("seed", 0),
             rank=self.rank,
@@ -156,7 +155,7 @@ class Trainer:
                 self.data["val"], imgsz=a["imgsz"], augment=False, hyp={}, rect=True, batch_size=val_batch, pad=0.5,
                 cache=a.get("cache", False), **common,
             )  # fmt: skip
-            self.val_loader = build_dataloader(self.val_set, val_batch, a["workers"], shuffle=False, seed=0)
+            self.val_loader = build_dataloader(self.val_set, val_batch, self.workers, shuffle=False, seed=0)
 
     def _setup_model(self) -> None:
         """Build the network after seeding (so the same seed gives the same initial weights), then transfer weights

@@ -26,7 +26,7 @@ from ..ops.nms import non_max_suppression
 from ..utils.files import atomic_write_text, increment_path
 from ..utils.log import log
 from ..utils.settings import get_setting
-from ..utils.torch_utils import select_device
+from ..utils.torch_utils import loader_workers, select_device
 from .inference import inference_copy
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
@@ -79,7 +79,8 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
         nc=data["nc"],
         task=task,
     )
-    loader = build_dataloader(dataset, batch, args.get("workers", 0), shuffle=False, seed=args.get("seed", 0))
+    workers = loader_workers(int(args.get("workers") or 0), device)
+    loader = build_dataloader(dataset, batch, workers, shuffle=False, seed=args.get("seed", 0))
     save_dir = resolve_save_dir(args, "val")
     validator = Validator(args, save_dir, data["names"], task=task, callbacks=callbacks)
     validator.max_det = max(int(args.get("max_det", 300)), dataset_max_instances(dataset))

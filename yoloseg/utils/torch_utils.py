@@ -51,6 +51,14 @@ def cuda_device_ids(device: str | int | None) -> list[int]:
     return [int(s) for s in ids] if len(ids) > 1 else []
 
 
+def loader_workers(requested: int, device: torch.device) -> int:
+    """DataLoader workers to use. On the CPU they only help with the cores torch's compute threads leave free
+    (measured on 2 cores, coco128-seg at 320: 32 s/epoch with 0 workers, 39 s with 2); on GPUs as requested."""
+    if device.type != "cpu":
+        return requested
+    return min(requested, max((os.cpu_count() or 1) - torch.get_num_threads(), 0))
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch; optionally ask torch for deterministic algorithms (warn-only)."""
     random.seed(seed)
