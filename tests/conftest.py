@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,21 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLOSEG_RUNS_DIR", str(root / "runs"))
     monkeypatch.setenv("YOLOSEG_CACHE_DIR", str(root / "cache"))
     monkeypatch.setenv("YOLOSEG_WEIGHTS_URL", "http://127.0.0.1:9/unreachable")
+
+
+@pytest.fixture
+def log_messages(monkeypatch):
+    """Messages logged by yoloseg during the test (the package logger does not propagate to caplog)."""
+    from yoloseg.utils.log import LOGGER
+
+    seen: list[str] = []
+
+    class _ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    monkeypatch.setattr(LOGGER, "handlers", [_ListHandler()])
+    level = LOGGER.level
+    LOGGER.setLevel(logging.INFO)
+    yield seen
+    LOGGER.setLevel(level)

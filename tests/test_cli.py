@@ -8,7 +8,6 @@ The end-to-end versions (real training on a tiny dataset) live with the engine t
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import subprocess
 import sys
@@ -20,25 +19,14 @@ import yaml
 from yoloseg import cli
 from yoloseg.config.defaults import DEFAULTS, KEYS
 from yoloseg.data.errors import DatasetError
-from yoloseg.utils.log import LOGGER
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def warnings_seen(monkeypatch):
-    """Messages logged by yoloseg during the test (the package logger does not propagate to caplog)."""
-    seen: list[str] = []
-
-    class _ListHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record.getMessage())
-
-    monkeypatch.setattr(LOGGER, "handlers", [_ListHandler()])
-    level = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    yield seen
-    LOGGER.setLevel(level)
+def warnings_seen(log_messages):
+    """Messages logged by yoloseg during the test."""
+    return log_messages
 
 
 class FakeYOLO:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,12 @@ from yoloseg.config.defaults import (
     validate_args,
 )
 from yoloseg.config.parse import normalize_tokens, parse_cli, smart_value
-from yoloseg.utils.log import LOGGER
 
 
 @pytest.fixture(autouse=True)
-def warnings_seen(monkeypatch):
-    """Messages logged by yoloseg during the test (the package logger does not propagate to caplog)."""
-    seen: list[str] = []
-
-    class _ListHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record.getMessage())
-
-    monkeypatch.setattr(LOGGER, "handlers", [_ListHandler()])
-    level = LOGGER.level
-    LOGGER.setLevel(logging.INFO)
-    yield seen
-    LOGGER.setLevel(level)
+def warnings_seen(log_messages):
+    """Messages logged by yoloseg during the test."""
+    return log_messages
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -15,19 +15,9 @@ from yoloseg.data.plots import plot_batch, plot_labels
 from yoloseg.data.sample import collate
 from yoloseg.data.synthetic import generate_shapes
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from .conftest import shared_path
 
-
-def shared(*parts: str) -> Path:
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"{p} is absent (the shared data is expected at ../shared)")
-    return p
-
-
-@pytest.fixture(autouse=True)
-def _user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLOSEG_CACHE_DIR", str(tmp_path / "user-cache"))
+shared = shared_path
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,11 @@ import pytest
 from yoloseg.data.dataset_yaml import DatasetError, bundled_dir, check_dataset
 from yoloseg.data.images import list_images
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import shared_path
 
 
 def shared(name: str) -> Path:
-    p = SHARED_DATA / name
-    if not p.exists():
-        pytest.skip(f"{p} is absent (the shared datasets are expected at ../shared/data)")
-    return p
+    return shared_path("data", name)
 
 
 @pytest.fixture(autouse=True)
