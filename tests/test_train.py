@@ -130,3 +130,28 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert last.is_file() and len(_rows(tmp_path / "killed" / "results.csv")) == 1
     subprocess.run([sys.executable, str(script), "", "", "", "-1", str(last)], check=True, env=env)
     assert _metric_rows(tmp_path / "killed" / "results.csv") == _metric_rows(tmp_path / "full" / "results.csv")
+
+
+def test_non_finite_loss_skips_steps_then_reloads_and_lowers_lr(tiny_data, tmp_path, monkeypatch, log_messages):
+    from yoloseg.loss import SegmentationLoss
+
+    original = SegmentationLoss.__call__
+    calls = {"n": 0}
+
+    def flaky(self, preds, batch):
+        loss, items = original(self, preds, batch)
+        if not torch.is_grad_enabled():  # validation losses
+            return loss, items
+        calls["n"] += 1
+        if 3 <= calls["n"] <= 5:  # three non-finite training losses in a row (2 batches per epoch)
+            return loss * float("nan"), items
+        return loss, items
+
+    monkeypatch.setattr(SegmentationLoss, "__call__", flaky)
+    model = YOLO("yolo11n-seg.yaml")
+    model.train(data=str(tiny_data), epochs=3, project=str(tmp_path), name="nan", **TINY)
+    assert sum("non-finite loss at epoch" in m for m in log_messages) == 3
+    assert any("reloaded" in m for m in log_messages) and any("halved" in m for m in log_messages)
+    ckpt = torch.load(tmp_path / "nan" / "weights" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "nan" / "results.csv")] == [1, 2, 3]
