@@ -41,7 +41,7 @@ SEG_COLUMNS = [
     "lr/pg1",
     "lr/pg2",
 ]
-TINY = dict(imgsz=64, batch=4, nbs=4, workers=0, plots=False, seed=3, close_mosaic=1, warmup_epochs=0.5)
+TINY = dict(imgsz=64, batch=4, nbs=4, workers=0, plots=False, seed=3, close_mosaic=2, warmup_epochs=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run([sys.executable, str(script), str(tiny_data), str(tmp_path), "full", "-1"], check=True, env=env)
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tiny_data), str(tmp_path), "killed", "1"],
+        # killed in epoch 3 (index 2), after mosaic closed at index 1: the resumed run must close it again
+        [sys.executable, str(script), str(tiny_data), str(tmp_path), "killed", "2"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -127,7 +128,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     last = tmp_path / "killed" / "weights" / "last.pt"
-    assert last.is_file() and len(_rows(tmp_path / "killed" / "results.csv")) == 1
+    assert last.is_file() and len(_rows(tmp_path / "killed" / "results.csv")) == 2
     subprocess.run([sys.executable, str(script), "", "", "", "-1", str(last)], check=True, env=env)
     assert _metric_rows(tmp_path / "killed" / "results.csv") == _metric_rows(tmp_path / "full" / "results.csv")
 

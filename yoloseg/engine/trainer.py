@@ -74,6 +74,7 @@ class Trainer:
         self.epoch = 0
         self.csv_rows: list[dict[str, float]] = []
         self.stop = False
+        self.mosaic_closed = False
 
     # ----------------------------------------------------------------------------------------------- setup
     def _resume_checkpoint(self) -> dict[str, Any] | None:
@@ -278,8 +279,10 @@ class Trainer:
         for epoch in range(self.start_epoch, a["epochs"]):
             self.epoch = epoch
             self._run_callbacks("on_train_epoch_start")
-            if epoch == a["epochs"] - a["close_mosaic"]:
-                self.train_set.close_mosaic()
+            if epoch >= a["epochs"] - a["close_mosaic"] and not self.mosaic_closed:
+                self.train_set.close_mosaic()  # also when a resumed run starts inside the last epochs
+                self.mosaic_closed = True
+                log.info("Closing mosaic, mixup and copy-paste for the last epochs")
             tloss = self.train_one_epoch(epoch)
             self._run_callbacks("on_train_epoch_end")
             self.scheduler.step()
