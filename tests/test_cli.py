@@ -436,3 +436,20 @@ def test_python_dash_m_and_no_heavy_imports():
     )
     assert result.returncode == 2
     assert "Similar arguments are i.e. [epochs=100]" in result.stderr
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, capsys):
+    """A run folder that cannot be created (here a file is in the way) gives one line naming it, exit 2."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    image = tmp_path / "im.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(image), np.full((32, 32, 3), 100, np.uint8))
+    code = cli.main(
+        ["segment", "predict", "model=yolo11n-seg.yaml", f"source={image}", f"project={blocker}", "imgsz=32"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot create the output folder" in err and "not-a-folder" in err and "project=" in err

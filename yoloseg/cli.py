@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # ConfigError and the data module's DatasetError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # an unwritable output folder: the message names it and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ConnectionError as e:  # a download failed (offline?): not a bug, and the message says what to do
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -53,5 +53,11 @@ def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False
                 path = candidate
                 break
     if mkdir:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except (PermissionError, NotADirectoryError, FileExistsError) as e:
+            raise PermissionError(
+                f"cannot create the output folder {path} ({e.strerror or e}); "
+                "pass project=<a writable folder> or make that folder writable"
+            ) from e
     return path
