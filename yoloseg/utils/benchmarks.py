@@ -86,9 +86,10 @@ def benchmark(
         one dict per format: format, status ('ok', 'missing <package>' or 'failed: <error>'), size_mb,
         metrics/mAP50-95(M) (or (B) for detect), inference_ms.
     """
+    from ..engine.inference import inference_copy
     from ..export import FORMATS, check_requirements, export_model, resolve_format
     from ..export.backends import load_backend
-    from ..export.common import check_imgsz, export_device, file_size_mb, prepare_model
+    from ..export.common import check_imgsz, export_device, file_size_mb
     from ..model import YOLO
 
     yolo = model if isinstance(model, YOLO) else YOLO(str(model))
@@ -107,7 +108,9 @@ def benchmark(
         try:
             if name == "pytorch":
                 fmt, file = "pytorch", Path(yolo.ckpt_path) if yolo.ckpt_path else None
-                runner, exported = prepare_model(yolo.model, dev, half and dev.type == "cuda"), yolo
+                dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
+                # the copy the predictor runs: fused, in-place SiLU, channels-last on the CPU
+                runner, exported = inference_copy(yolo.model, dev, dtype, channels_last=dev.type == "cpu"), yolo
             else:
                 fmt = resolve_format(name)
                 missing = [p for p in FORMATS[fmt].packages if importlib.util.find_spec(p) is None]
