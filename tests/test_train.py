@@ -156,3 +156,24 @@ def test_non_finite_loss_skips_steps_then_reloads_and_lowers_lr(tiny_data, tmp_p
     ckpt = torch.load(tmp_path / "nan" / "weights" / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert [int(r["epoch"]) for r in _rows(tmp_path / "nan" / "results.csv")] == [1, 2, 3]
+
+
+def test_training_options_single_cls_freeze_save_period_cache(tiny_data, tmp_path):
+    from yoloseg.nn.graph import YOLOModel
+    from yoloseg.utils.torch_utils import seed_everything
+
+    opts = {**TINY, "single_cls": True, "freeze": 1, "save_period": 1, "cache": "ram", "fraction": 0.5}
+    model = YOLO("yolo11n-seg.yaml")
+    model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="opts", **opts)
+    run = tmp_path / "opts"
+    assert (run / "weights" / "epoch1.pt").is_file() and (run / "weights" / "epoch2.pt").is_file()
+    assert model.model.nc == 1 and model.names == {0: "item"}
+    ckpt = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert ckpt["train_args"]["single_cls"] is True and ckpt["train_args"]["freeze"] == 1
+    # the trainer builds the network right after seeding with seed + 1: rebuild it to get the initial weights
+    seed_everything(TINY["seed"] + 1)
+    initial = YOLOModel("yolo11n-seg.yaml", nc=1).state_dict()
+    final = ckpt["state_dict"]
+    for key in ("model.0.conv.weight", "model.0.bn.weight", "model.0.bn.bias"):  # frozen layer 0: unchanged
+        assert torch.allclose(final[key].float(), initial[key].half().float()), key
+    assert not torch.allclose(final["model.1.conv.weight"].float(), initial["model.1.conv.weight"].half().float())
