@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from yoloseg.data.augment.masks import polygon_mask
-from yoloseg.data.convert import convert_coco, rle_counts, rle_decode
+from yoloseg.data.convert import convert_coco
 from yoloseg.data.dataset_yaml import check_dataset
 from yoloseg.data.images import list_images
 from yoloseg.data.label_cache import load_labels
 from yoloseg.data.synthetic import SHAPE_NAMES, generate_shapes
+from yoloseg.metrics.rle import decode_counts as rle_counts
+from yoloseg.metrics.rle import decode_mask as rle_decode
 
 mask_api = pytest.importorskip("pycocotools.mask", reason="pycocotools (a dev extra) is needed for the round trip")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools vs NumPy 2 copy keyword

@@ -17,45 +17,11 @@ import cv2
 import numpy as np
 import yaml
 
+from ..metrics.rle import decode_mask
 from ..utils.files import atomic_write_text
 from ..utils.log import log
 from .errors import DatasetError
 from .polygons import join_parts
-
-
-def rle_counts(counts: str | bytes | list[int]) -> list[int]:
-    """Run lengths of a COCO RLE: a list as is, or decoded from COCO's compressed string form."""
-    if isinstance(counts, list):
-        return [int(c) for c in counts]
-    s = counts.encode() if isinstance(counts, str) else counts
-    out: list[int] = []
-    p = 0
-    while p < len(s):
-        value, shift, more = 0, 0, True
-        while more:  # 5 data bits per character (offset 48), bit 0x20 = more characters follow
-            c = s[p] - 48
-            value |= (c & 0x1F) << shift
-            more = bool(c & 0x20)
-            p += 1
-            shift += 5
-            if not more and c & 0x10:  # sign bit of the last chunk
-                value |= -1 << shift
-        if len(out) > 2:
-            value += out[-2]  # runs after the second are stored as differences
-        out.append(value)
-    return out
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    """(h, w) uint8 mask of a COCO RLE {"size": [h, w], "counts": ...} (column-major runs, starting with 0s)."""
-    h, w = (int(v) for v in rle["size"])
-    flat = np.zeros(h * w, np.uint8)
-    pos, value = 0, 0
-    for run in rle_counts(rle["counts"]):
-        flat[pos : pos + run] = value
-        pos += run
-        value ^= 1
-    return flat.reshape(w, h).T.copy()
 
 
 def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
@@ -76,7 +42,7 @@ def annotation_polygon(ann: dict, use_rle: bool) -> tuple[np.ndarray | None, str
     if isinstance(seg, dict):
         if not use_rle:
             return None, "RLE (use_rle=True converts it)"
-        poly = mask_polygon(rle_decode(seg))
+        poly = mask_polygon(decode_mask(seg))
         return (poly, "") if poly is not None else (None, "empty RLE")
     return None, "no segmentation"
 

@@ -44,23 +44,15 @@ from ..ops.boxes import scale_boxes
 from ..ops.masks import crop_mask, process_mask, process_mask_native, scale_masks
 from ..ops.nms import non_max_suppression
 from ..results import Results, write_image
-from ..utils.files import increment_path
 from ..utils.log import log
-from ..utils.settings import get_setting
-from ..utils.torch_utils import select_device
+from ..utils.settings import resolve_save_dir
+from ..utils.torch_utils import check_imgsz, select_device
 from .inference import inference_copy
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
 TTA_SCALES = (1.0, 0.83, 0.67)
 TTA_FLIPS = (False, True, False)
-
-
-def check_imgsz(imgsz: int | list[int] | tuple[int, ...], stride: int) -> tuple[int, int]:
-    """int or [h, w] -> (h, w), each side rounded up to a multiple of `stride`."""
-    from ..export.common import check_imgsz as _check
-
-    return _check(imgsz, stride)
 
 
 class Predictor:
@@ -163,7 +155,9 @@ class Predictor:
         # resolved now, so a missing file fails at the call even with stream=True
         sources = load_sources(source, self.imgsz, self.stride, a["vid_stride"], a["stream_buffer"], a["batch"])
         if self.save_dir is None and (a.get("save") or a.get("save_txt") or a.get("save_crop") or a.get("save_frames")):
-            self.save_dir = self._make_save_dir()  # once per predictor, as the incumbent: later calls add to it
+            self.save_dir = resolve_save_dir(
+                self.args, "predict"
+            )  # once per predictor, as the incumbent: later calls add to it
         gen = self._run(sources)
         return gen if stream else list(gen)
 
@@ -388,11 +382,6 @@ class Predictor:
         return torch.cat((boxes, conf_cls), 1), masks
 
     # ---- outputs
-    def _make_save_dir(self) -> Path:
-        a = self.args
-        project = Path(a.get("project") or Path(get_setting("runs_dir")) / (a.get("task") or "segment"))
-        return increment_path(project / (a.get("name") or "predict"), exist_ok=bool(a.get("exist_ok")), mkdir=True)
-
     def _write(self, r: Results, batch: SourceBatch, i: int, sources: Sources) -> int:
         """Save / show one result as the args ask; returns 1 when a label file was written."""
         a = self.args

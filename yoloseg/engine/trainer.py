@@ -23,11 +23,12 @@ from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
 from ..nn.graph import YOLOModel
 from ..utils.files import atomic_write_text
 from ..utils.log import log
+from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, seed_everything, select_device
 from . import distributed
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
-from .validator import Validator, resolve_save_dir
+from .validator import Validator
 
 LOSS_NAMES = {
     "segment": ("box_loss", "seg_loss", "cls_loss", "dfl_loss"),
@@ -101,7 +102,7 @@ class Trainer:
             return Path(self.resume_ckpt["resume_path"]).resolve().parents[1]
         if not self.is_main:
             return Path(self.args.get("save_dir") or "runs/ddp")
-        return resolve_save_dir({**self.args, "name": self.args.get("name") or "train"}, "train")
+        return resolve_save_dir(self.args, "train")
 
     def _run_callbacks(self, event: str) -> None:
         for fn in self.callbacks.get(event, []):
@@ -116,7 +117,6 @@ class Trainer:
         self.data = check_dataset(a["data"])
         names = {0: "item"} if a.get("single_cls") else self.data["names"]
         self.names, self.nc = names, len(names)
-        hyp = {k: a[k] for k in HYP_KEYS}
         common = dict(
             stride=32,
             single_cls=bool(a.get("single_cls")),
@@ -132,7 +132,7 @@ class Trainer:
             self.data["train"],
             imgsz=a["imgsz"],
             augment=True,
-            hyp=hyp,
+            hyp=a,  # the dataset picks the augmentation keys it knows
             rect=bool(a.get("rect")),
             batch_size=self.batch_size,
             pad=0.0,
@@ -486,21 +486,3 @@ class Trainer:
             plot_batch(batch.to("cpu"), self.names, self.save_dir / f"train_batch{ni}.jpg")
         except ImportError:
             pass
-
-
-HYP_KEYS = (
-    "mosaic",
-    "mixup",
-    "copy_paste",
-    "copy_paste_mode",
-    "degrees",
-    "translate",
-    "scale",
-    "shear",
-    "perspective",
-    "flipud",
-    "fliplr",
-    "hsv_h",
-    "hsv_s",
-    "hsv_v",
-)

@@ -23,9 +23,9 @@ from ..metrics.segment import DetectMetrics, SegmentMetrics
 from ..ops.boxes import box_iou, scale_boxes, xywh2xyxy
 from ..ops.masks import process_mask
 from ..ops.nms import non_max_suppression
-from ..utils.files import atomic_write_text, increment_path
+from ..utils.files import atomic_write_text
 from ..utils.log import log
-from ..utils.settings import get_setting
+from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
 from .inference import inference_copy
 
@@ -94,13 +94,6 @@ def dataset_max_instances(dataset: Any) -> int:
     store = getattr(dataset, "store", None)
     counts = store.instance_counts() if store is not None else None
     return int(np.max(counts)) if counts is not None and len(counts) else 0
-
-
-def resolve_save_dir(args: dict[str, Any], mode: str) -> Path:
-    """runs/<task>/<name> (project / name / exist_ok honoured), incremented unless exist_ok."""
-    project = Path(args.get("project") or Path(get_setting("runs_dir")) / (args.get("task") or "segment"))
-    name = args.get("name") or mode
-    return increment_path(project / name, exist_ok=bool(args.get("exist_ok")), mkdir=True)
 
 
 class Validator:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
 import os
 import shutil
@@ -17,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.log import log
+from ..engine.inference import inference_copy
+from ..utils.torch_utils import check_imgsz, select_device
 
 
 @dataclass(frozen=True)
@@ -82,48 +82,15 @@ class ExportConfig:
         return d
 
 
-def check_imgsz(imgsz: int | list[int] | tuple[int, ...] | str, stride: int = 32) -> tuple[int, int]:
-    """640 -> (640, 640); [h, w] -> (h, w); each side rounded up to a multiple of `stride` (with a warning)."""
-    if isinstance(imgsz, str):
-        imgsz = [int(s) for s in imgsz.replace("[", "").replace("]", "").replace("(", "").replace(")", "").split(",")]
-    if isinstance(imgsz, (int, float)):
-        imgsz = [int(imgsz)] * 2
-    sizes = [int(s) for s in imgsz]
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) <= 0:
-        raise ValueError(f"imgsz={imgsz!r}: give one positive size (640) or [height, width]")
-    rounded = tuple(-(-s // stride) * stride for s in sizes)
-    if list(rounded) != sizes:
-        log.warning(f"WARNING: imgsz={sizes} is not a multiple of the max stride {stride}; using {list(rounded)}")
-    return rounded  # type: ignore[return-value]
-
-
 def export_device(device: str | None) -> torch.device:
     """'cpu' / '0' / 'cuda:0' / None (CPU: exports are traced on CPU unless a GPU is named)."""
     text = "" if device is None else str(device).strip().lower()
-    if text in ("", "cpu", "none"):
-        return torch.device("cpu")
-    if text == "mps":
-        return torch.device("mps")
-    text = text.replace("cuda:", "").split(",")[0]
-    if not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asks for CUDA but torch.cuda.is_available() is False; use device=cpu")
-    return torch.device(f"cuda:{int(text) if text.isdigit() else 0}")
+    return torch.device("cpu") if text in ("", "none") else select_device(text)
 
 
 def prepare_model(model: nn.Module, device: torch.device, half: bool = False) -> nn.Module:
     """A fused, frozen, eval-mode copy of `model` on `device` (fp16 when `half`); the caller's model is untouched."""
-    model = copy.deepcopy(model).to(device)
-    model.eval()
-    if hasattr(model, "fuse"):
-        model.fuse()
-    model.float()
-    if half:
-        model.half()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return inference_copy(model, device, torch.float16 if half else torch.float32, channels_last=False, inplace=False)
 
 
 def max_stride(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""COCO run-length encoding of binary masks (compressed string form), without needing pycocotools."""
+"""COCO run-length encoding and decoding of binary masks (compressed string form), without pycocotools."""
 
 from __future__ import annotations
 
@@ -39,6 +39,41 @@ def encode_mask(mask: np.ndarray) -> dict:
     """{'size': [h, w], 'counts': str} for a (H, W) binary mask (pycocotools-compatible)."""
     h, w = mask.shape
     return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+
+
+def decode_counts(counts: str | bytes | list[int]) -> list[int]:
+    """Run lengths of a COCO RLE: a list as is, or decoded from COCO's compressed string form."""
+    if isinstance(counts, list):
+        return [int(c) for c in counts]
+    s = counts.encode() if isinstance(counts, str) else counts
+    out: list[int] = []
+    p = 0
+    while p < len(s):
+        value, shift, more = 0, 0, True
+        while more:  # 5 data bits per character (offset 48), bit 0x20 = more characters follow
+            c = s[p] - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            p += 1
+            shift += 5
+            if not more and c & 0x10:  # sign bit of the last chunk
+                value |= -1 << shift
+        if len(out) > 2:
+            value += out[-2]  # runs after the second are stored as differences
+        out.append(value)
+    return out
+
+
+def decode_mask(rle: dict) -> np.ndarray:
+    """(h, w) uint8 mask of a COCO RLE {"size": [h, w], "counts": ...} (column-major runs, starting with 0s)."""
+    h, w = (int(v) for v in rle["size"])
+    flat = np.zeros(h * w, np.uint8)
+    pos, value = 0, 0
+    for run in decode_counts(rle["counts"]):
+        flat[pos : pos + run] = value
+        pos += run
+        value ^= 1
+    return flat.reshape(w, h).T.copy()
 
 
 def encode_masks(

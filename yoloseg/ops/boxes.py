@@ -135,6 +135,32 @@ def clip_boxes(boxes: ArrayT, shape: Sequence[float]) -> ArrayT:
     return y
 
 
+def letterbox_geometry(
+    shape: tuple[int, int],
+    new_shape: int | tuple[int, int],
+    auto: bool = False,
+    scaleup: bool = True,
+    center: bool = True,
+    stride: int = 32,
+) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
+    """Letterbox arithmetic for an image of (h, w): (r, (new_w, new_h) content size, (top, bottom, left, right))."""
+    h, w = shape
+    big_h, big_w = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
+    r = min(big_h / h, big_w / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    dw, dh = big_w - new_w, big_h - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    if center:  # floor(d / 2) before, the odd pixel after
+        top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
+        left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
+    else:
+        top, bottom, left, right = 0, dh, 0, dw
+    return r, (new_w, new_h), (top, bottom, left, right)
+
+
 def letterbox_params(
     img1_shape: Sequence[int], img0_shape: Sequence[int], ratio_pad: RatioPad = None
 ) -> tuple[float, float, float, float]:
@@ -150,9 +176,7 @@ def letterbox_params(
         pad = ratio_pad[1]
         return float(gain_x), float(gain_y), float(pad[0]), float(pad[1])
     (h1, w1), (h0, w0) = img1_shape[:2], img0_shape[:2]
-    g = min(h1 / h0, w1 / w0)
-    new_h, new_w = max(round(h0 * g), 1), max(round(w0 * g), 1)
-    pad_x, pad_y = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
+    _, (new_w, new_h), (pad_y, _, pad_x, _) = letterbox_geometry((h0, w0), (h1, w1))
     return new_w / w0, new_h / h0, float(pad_x), float(pad_y)
 
 

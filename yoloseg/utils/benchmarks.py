@@ -89,8 +89,9 @@ def benchmark(
     from ..engine.inference import inference_copy
     from ..export import FORMATS, check_requirements, export_model, resolve_format
     from ..export.backends import load_backend
-    from ..export.common import check_imgsz, export_device, file_size_mb
+    from ..export.common import export_device, file_size_mb
     from ..model import YOLO
+    from .torch_utils import check_imgsz
 
     yolo = model if isinstance(model, YOLO) else YOLO(str(model))
     if yolo.model is None:

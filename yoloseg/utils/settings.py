@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+from .files import atomic_write_text, increment_path
 
 DEFAULT_WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 
@@ -88,3 +88,10 @@ def reset_settings() -> dict[str, Any]:
     values = default_settings()
     atomic_write_text(settings_file(), json.dumps(values, indent=2))
     return values
+
+
+def resolve_save_dir(args: dict[str, Any], default_name: str) -> Path:
+    """The run folder <project or runs_dir/task>/<name or default_name>, incremented (train2, ...) unless exist_ok."""
+    project = Path(args.get("project") or Path(get_setting("runs_dir")) / (args.get("task") or "segment"))
+    name = args.get("name") or default_name
+    return increment_path(project / name, exist_ok=bool(args.get("exist_ok")), mkdir=True)

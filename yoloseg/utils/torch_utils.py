@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..config.defaults import ConfigError
+from .log import log
 
 
 def select_device(device: str | int | torch.device | None = None) -> torch.device:
@@ -49,6 +50,23 @@ def cuda_device_ids(device: str | int | None) -> list[int]:
     text = str(device).strip().lower().replace("cuda:", "").replace(" ", "")
     ids = [s for s in text.split(",") if s.isdigit()]
     return [int(s) for s in ids] if len(ids) > 1 else []
+
+
+def check_imgsz(imgsz: int | list[int] | tuple[int, ...] | str, stride: int = 32) -> tuple[int, int]:
+    """640 -> (640, 640); [h, w] -> (h, w); each side rounded up to a multiple of `stride` (with a warning)."""
+    if isinstance(imgsz, str):
+        imgsz = [int(s) for s in imgsz.replace("[", "").replace("]", "").replace("(", "").replace(")", "").split(",")]
+    if isinstance(imgsz, (int, float)):
+        imgsz = [int(imgsz)] * 2
+    sizes = [int(s) for s in imgsz]
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise ValueError(f"imgsz={imgsz!r}: give one positive size (640) or [height, width]")
+    rounded = tuple(-(-s // stride) * stride for s in sizes)
+    if list(rounded) != sizes:
+        log.warning(f"WARNING: imgsz={sizes} is not a multiple of the max stride {stride}; using {list(rounded)}")
+    return rounded  # type: ignore[return-value]
 
 
 def loader_workers(requested: int, device: torch.device) -> int:

@@ -7,6 +7,8 @@ import math
 import cv2
 import numpy as np
 
+from ...ops.boxes import letterbox_geometry as letterbox_params
+
 PAD_VALUE = 114
 
 
@@ -21,32 +23,6 @@ def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
         return img
     w, h = min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz)
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def letterbox_params(
-    shape: tuple[int, int],
-    new_shape: int | tuple[int, int],
-    auto: bool = False,
-    scaleup: bool = True,
-    center: bool = True,
-    stride: int = 32,
-) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
-    """Letterbox arithmetic for an image of (h, w): (r, (new_w, new_h) content size, (top, bottom, left, right))."""
-    h, w = shape
-    big_h, big_w = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
-    r = min(big_h / h, big_w / w)
-    if not scaleup:
-        r = min(r, 1.0)
-    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    dw, dh = big_w - new_w, big_h - new_h
-    if auto:
-        dw, dh = dw % stride, dh % stride
-    if center:  # floor(d / 2) before, the odd pixel after
-        top, bottom = round(dh / 2 - 0.1), round(dh / 2 + 0.1)
-        left, right = round(dw / 2 - 0.1), round(dw / 2 + 0.1)
-    else:
-        top, bottom, left, right = 0, dh, 0, dw
-    return r, (new_w, new_h), (top, bottom, left, right)
 
 
 def letterbox(
