@@ -10,24 +10,25 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("YOLOSEG_SHARED_DIR") or REPO.parent / "shared")
 INCUMBENT = {"box_map50": 0.701, "box_map": 0.531, "mask_map50": 0.697, "mask_map": 0.508, "s_per_epoch": 16.7}
 
 
-def run(seed: int, epochs: int, project: Path, workers: int) -> dict:
+def run(seed: int, epochs: int, project: Path, workers: int, device: str) -> dict:
     from yoloseg import YOLO
 
     data = SHARED / "data" / "shapes-ref-seg" / "data.yaml"
     model = YOLO("yolo11n-seg.yaml")
     t0 = time.time()
     model.train(
-        data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=False, workers=workers,
+        data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=False, workers=workers, device=device,
         project=str(project), name=f"seed{seed}", exist_ok=True, plots=False,
     )  # fmt: skip
     wall = time.time() - t0
@@ -35,7 +36,9 @@ def run(seed: int, epochs: int, project: Path, workers: int) -> dict:
         rows = list(csv.DictReader(f))
     times = [float(r["time"]) for r in rows]
     per_epoch = [b - a for a, b in zip([0.0, *times[:-1]], times)]
-    m = model.val(data=str(data), imgsz=256, batch=16, plots=False, project=str(project), name=f"val{seed}")
+    m = model.val(
+        data=str(data), imgsz=256, batch=16, device=device, plots=False, project=str(project), name=f"val{seed}"
+    )
     return {
         "seed": seed,
         "epochs": len(rows),
@@ -45,7 +48,26 @@ def run(seed: int, epochs: int, project: Path, workers: int) -> dict:
         "mask_map": round(m.seg.map, 4),
         "s_per_epoch_median": round(statistics.median(per_epoch), 2),
         "wall_s": round(wall, 1),
+        "device": device,
     }
+
+
+def machine(device: str) -> str:
+    """The processor (and GPU) the figures come from, with torch's thread count."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    if device != "cpu" and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
 
 
 def main() -> None:
@@ -54,6 +76,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or 0 for the first GPU (the recipe itself is CPU)")
     parser.add_argument("--project", default="")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
@@ -62,8 +85,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     project = Path(args.project or tempfile.mkdtemp(prefix="recipe-"))
-    runs = [run(s, args.epochs, project, args.workers) for s in args.seeds]
+    runs = [run(s, args.epochs, project, args.workers, args.device) for s in args.seeds]
     result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "runs": runs, "incumbent": INCUMBENT}
+    result["machine"] = machine(args.device)
     for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):
         result[f"mean_{key}"] = round(statistics.mean(r[key] for r in runs), 4)
     result["epoch_time_ratio"] = round(result["mean_s_per_epoch_median"] / INCUMBENT["s_per_epoch"], 3)

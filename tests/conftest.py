@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the repo; YOLOSEG_SHARED_DIR points elsewhere (e.g. a copy on a GPU machine)
+SHARED = Path(os.environ.get("YOLOSEG_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 def shared_path(*parts: str) -> Path:

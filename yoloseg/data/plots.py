@@ -106,6 +106,7 @@ def plot_batch(
     "conf" (n,), optional "masks" (n, h, w)} (arrays or tensors) drawn instead of the ground truth
     (e.g. val_batch0_pred.jpg); predictions below `conf_thres` are left out.
     """
+    batch = batch.to("cpu")  # a batch on a GPU (train / val with device=0) is drawn from host memory
     n = min(len(batch.images), max_images)
     big_h, big_w = batch.images.shape[2:]
     grid = math.ceil(math.sqrt(n))

@@ -483,6 +483,6 @@ class Trainer:
         try:
             from ..data.plots import plot_batch
 
-            plot_batch(batch.to("cpu"), self.names, self.save_dir / f"train_batch{ni}.jpg")
+            plot_batch(batch, self.names, self.save_dir / f"train_batch{ni}.jpg")
         except ImportError:
             pass
