@@ -133,6 +133,22 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert _metric_rows(tmp_path / "killed" / "results.csv") == _metric_rows(tmp_path / "full" / "results.csv")
 
 
+def test_gradient_accumulation_uses_every_batch(tiny_data, tmp_path):
+    """8 images, batch 3 (3 batches per epoch), nbs 6 (accumulate 2): a step after batches 2 and 3 of each epoch,
+    none dropped at the epoch's end, and no gradient left over into the next epoch."""
+    seen = []
+
+    def on_train_epoch_end(trainer):
+        leftover = any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
+        seen.append((trainer.ema.updates, trainer.accumulate, leftover))
+
+    model = YOLO("yolo11n-seg.yaml")
+    model.add_callback("on_train_epoch_end", on_train_epoch_end)
+    cfg = {**TINY, "batch": 3, "nbs": 6, "warmup_epochs": 0, "val": False}
+    model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="acc", **cfg)
+    assert seen == [(2, 2, False), (4, 2, False)]
+
+
 def test_non_finite_loss_skips_steps_then_reloads_and_lowers_lr(tiny_data, tmp_path, monkeypatch, log_messages):
     from yoloseg.loss import SegmentationLoss
 

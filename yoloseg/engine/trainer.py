@@ -320,7 +320,8 @@ class Trainer:
             log.info(("\n" + "%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
         bar = tqdm(self.train_loader, total=nb, disable=not self.is_main, bar_format="{l_bar}{bar:10}{r_bar}")
         self.optimizer.zero_grad()
-        last_step = -1
+        last_step = nb * epoch - 1  # the first step comes after `accumulate` batches
+        pending = False  # gradients accumulated since the last optimizer step
         for i, batch in enumerate(bar):
             self._run_callbacks("on_train_batch_start")
             ni = i + nb * epoch
@@ -332,13 +333,15 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 loss, items = self.loss_fn(self.model(images), batch)
             if not torch.isfinite(loss):
-                self._non_finite(i, epoch)
+                self._non_finite(i, epoch)  # also drops the gradients accumulated so far
+                pending = False
                 continue
             self.bad_steps = 0
             self.scaler.scale(loss).backward()
+            pending = True
             if ni - last_step >= self.accumulate:
                 self.optimizer_step()
-                last_step = ni
+                last_step, pending = ni, False
             tloss = (tloss * i + items.to(self.device)) / (i + 1)
             if self.is_main:
                 mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
@@ -349,6 +352,8 @@ class Trainer:
                 if ni < 3 and a.get("plots", True):
                     self._plot_train_batch(batch, ni)
             self._run_callbacks("on_train_batch_end")
+        if pending:  # the epoch's last batches: step on them rather than drop them (an epoch ends with no
+            self.optimizer_step()  # pending gradient, so a resumed run continues exactly)
         bar.close()
         self.lr = {f"lr/pg{i}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         return tloss

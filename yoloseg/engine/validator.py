@@ -45,7 +45,8 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
     device = select_device(args.get("device"))
     is_pt = isinstance(runner, torch.nn.Module)
     if is_pt:
-        model = inference_copy(runner, device, torch.float32, channels_last=device.type == "cpu")
+        half = bool(args.get("half")) and device.type == "cuda"
+        model = inference_copy(runner, device, torch.float16 if half else torch.float32, device.type == "cpu")
         stride = int(max(model.stride.max().item(), 32))
         imgsz = args["imgsz"] if isinstance(args["imgsz"], int) else max(args["imgsz"])
         rect = bool(args.get("rect", True))
@@ -132,6 +133,8 @@ class Validator:
         device = device or torch.device("cpu")
         is_pt = isinstance(model, torch.nn.Module)
         half = bool(self.args.get("half")) and device.type == "cuda"
+        if is_pt:  # a PyTorch model is fed images in its own precision (fp16 after run_validation's half copy)
+            half = next(model.parameters()).dtype == torch.float16
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=0.25, iou_thres=0.45)
         self.jdict: list[dict] = []
