@@ -3,6 +3,8 @@
 Prints JSON with box / mask mAP50 and mAP50-95 of best.pt on the val split and the wall time per epoch, per seed,
 next to the incumbent's figures (../shared/reference/reference-train.md). Usage:
     python bench/train_recipe.py --seeds 0 1 [--epochs 80] [--threads 2] [--out bench/results/recipe.json]
+    python bench/train_recipe.py --seeds 0 --device 0            # on a GPU (bench/gpu_session.sh runs two seeds)
+    python bench/train_recipe.py --seeds 0 --stop-after 8        # CPU seconds per epoch from the first 8 epochs
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ INCUMBENT = {
 }
 
 
-def run(seed: int, epochs: int, project: Path, workers: int, device: str) -> dict:
+def run(seed: int, epochs: int, project: Path, workers: int, device: str, stop_after: int = 0) -> dict:
     from yoloseg import YOLO
 
     data = SHARED / "data" / "shapes-ref-seg" / "data.yaml"
     model = YOLO("yolo11n-seg.yaml")
+    if stop_after:  # time the first epochs of the full schedule (mosaic on), e.g. for the CPU wall time per epoch
+
+        def stop(trainer) -> None:
+            trainer.stop = trainer.stop or trainer.epoch + 1 >= stop_after
+
+        model.add_callback("on_fit_epoch_end", stop)
     t0 = time.time()
     model.train(
         data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=False, workers=workers, device=device,
@@ -65,6 +73,7 @@ def run(seed: int, epochs: int, project: Path, workers: int, device: str) -> dic
         "s_per_epoch_median": round(statistics.median(per_epoch), 2),
         "wall_s": round(wall, 1),
         "device": device,
+        "stopped_after": stop_after or None,
     }
 
 
@@ -92,6 +101,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stop-after", type=int, default=0, help="stop after N epochs of the schedule (timing)")
     parser.add_argument("--device", default="cpu", help="cpu, or 0 for the first GPU (the recipe itself is CPU)")
     parser.add_argument("--project", default="")
     parser.add_argument("--out", default="")
@@ -101,7 +111,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     project = Path(args.project or tempfile.mkdtemp(prefix="recipe-"))
-    runs = [run(s, args.epochs, project, args.workers, args.device) for s in args.seeds]
+    runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after) for s in args.seeds]
     result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "runs": runs, "incumbent": INCUMBENT}
     result["machine"] = machine(args.device)
     for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,3 +24,27 @@ def inference_copy(
             m.act.inplace = True
     model = model.to(device=device, dtype=dtype)
     return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+# Large batches run slower per image on a CPU than small ones: a batch of 16 at 640 px streams ~100 MB activations
+# per layer through the caches, a batch of 2 mostly stays in them (bench: 140 vs 105 ms per image, 2 threads).
+CPU_MICRO_BATCH = 2
+
+
+def _cat_outputs(parts: list[Any]) -> Any:
+    """Concatenate same-structured model outputs (tensors, nested tuples / lists of tensors) along the batch."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts, 0)
+    if isinstance(first, (tuple, list)):
+        return type(first)(_cat_outputs([p[i] for p in parts]) for i in range(len(first)))
+    return first
+
+
+def forward_batched(model: Any, images: torch.Tensor, micro_batch: int | None = None, **kwargs: Any) -> Any:
+    """`model(images, **kwargs)`, run in micro-batches on a CPU (CPU_MICRO_BATCH) and in one go elsewhere."""
+    if micro_batch is None:
+        micro_batch = CPU_MICRO_BATCH if images.device.type == "cpu" else len(images)
+    if len(images) <= micro_batch:
+        return model(images, **kwargs)
+    return _cat_outputs([model(images[i : i + micro_batch], **kwargs) for i in range(0, len(images), micro_batch)])

@@ -27,7 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
-from .inference import inference_copy
+from .inference import forward_batched, inference_copy
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 
@@ -148,9 +148,9 @@ class Validator:
             images = images / 255
             t1 = time.perf_counter()
             if is_pt and loss_fn is not None:
-                (y, protos), raw = model(images, with_raw=True)
+                (y, protos), raw = forward_batched(model, images, with_raw=True)
             else:
-                out = model(images)
+                out = forward_batched(model, images) if is_pt else model(images)
                 y, protos = out if isinstance(out, (tuple, list)) else (out, None)
             t2 = time.perf_counter()
             if loss_fn is not None:
