@@ -316,8 +316,8 @@ def test_golden_loss_matches_incumbent():
         total, items = SegmentationLoss(model)(model(images.float() / 255), batch)
     expected = ref["components_mean_per_image"]
     for value, key in zip(items.tolist(), ("box_loss", "seg_loss", "cls_loss", "dfl_loss")):
-        assert value == pytest.approx(expected[key], rel=1e-3), key
-    assert total.item() == pytest.approx(ref["total_times_batch"], rel=1e-3)
+        assert value == pytest.approx(expected[key], rel=1e-5), key
+    assert total.item() == pytest.approx(ref["total_times_batch"], rel=1e-5)
 
 
 def _naive_mask_loss(coefs, protos, assignment, image_hw, gt_masks_per_positive):

@@ -306,33 +306,49 @@ class SegmentationLoss(DetectionLoss):
         batch_size, nm, mh, mw = protos.shape
         h, w = terms.image_hw
         gt_idx = terms.assignment.target_gt_idx[b_idx, a_idx]  # (P,) the GT's index within its image
-        boxes_px = terms.assignment.target_bboxes[b_idx, a_idx]  # (P, 4) xyxy input pixels
+        coefs = mask_coefficients[b_idx, :, a_idx]  # (P, nm)
+
+        # The positives of one GT (up to topk) share its box, crop window, area and mask: group them so that the
+        # prototypes of a window are gathered once per GT, and its logits come from one small matrix product.
+        key = b_idx * terms.targets.bboxes.shape[1] + gt_idx
+        _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)  # group: (P,) in 0..G-1
+        by_group = torch.argsort(group, stable=True)
+        first = counts.cumsum(0) - counts  # (G,) position of each group's first positive in by_group
+        rank = torch.empty_like(group)
+        rank[by_group] = torch.arange(num_pos, device=group.device) - first[group[by_group]]
+        n_groups, per_group = len(counts), int(counts.max())
+        coefs_g = coefs.new_zeros(n_groups, per_group, nm).index_put((group, rank), coefs)  # (G, C, nm), 0-padded
+        valid = torch.zeros(n_groups, per_group, dtype=torch.bool, device=coefs.device)
+        valid[group, rank] = True
+        lead = by_group[first]  # (G,) one positive of each group
+        g_b, g_gt = b_idx[lead], gt_idx[lead]
+        boxes_px = terms.assignment.target_bboxes[g_b, a_idx[lead]]  # (G, 4) xyxy input pixels
         boxes = boxes_px * boxes_px.new_tensor([mw / w, mh / h, mw / w, mh / h])  # mask pixels
         areas = (boxes_px[:, 2] - boxes_px[:, 0]) * (boxes_px[:, 3] - boxes_px[:, 1]) / (w * h)
-        coefs = mask_coefficients[b_idx, :, a_idx]  # (P, nm)
         gt_source = self._gt_source(batch, terms.targets, mh, mw, protos.device)
         protos_hwc = protos.view(batch_size, nm, mh * mw).transpose(1, 2)  # (B, mh*mw, nm): pixel rows
 
-        # The loss is zero outside each box, so only the pixels of its crop window are computed. Positives are
-        # grouped by window size into chunks of bounded size; with several chunks, each is recomputed in the
+        # The loss is zero outside each box, so only the pixels of its crop window are computed. Groups are
+        # chunked by window size into chunks of bounded size; with several chunks, each is recomputed in the
         # backward pass instead of keeping its gathered prototypes alive.
         start, size = crop_windows(boxes, mh, mw)
         order = (size[:, 0] * size[:, 1]).argsort(descending=True)
-        chunks = plan_chunks([tuple(s) for s in size[order].tolist()], nm + 4, self.max_elements)
+        chunks = plan_chunks([tuple(s) for s in size[order].tolist()], nm + 3 * per_group, self.max_elements)
         recompute = torch.is_grad_enabled() and len(chunks) > 1
         total = protos.new_zeros(())
-        for first, stop, win_w, win_h in chunks:
-            i = order[first:stop]
+        for first_i, stop, win_w, win_h in chunks:
+            i = order[first_i:stop]
             args = (
-                coefs[i],
+                coefs_g[i],
+                valid[i],
                 protos_hwc,
-                b_idx[i],
+                g_b[i],
                 start[i],
                 (win_w, win_h),
                 boxes[i],
                 areas[i],
                 gt_source,
-                gt_idx[i],
+                g_gt[i],
                 (mh, mw),
             )
             total = total + (checkpoint(_window_loss, *args, use_reentrant=False) if recompute else _window_loss(*args))
@@ -366,22 +382,27 @@ class _GTMasks(NamedTuple):
         return self.masks[self.instance_index[b_idx, gt_idx].unsqueeze(-1), pixels].float()
 
 
-def _window_loss(coefs, protos_hwc, b_idx, start, window, boxes, areas, gt_source, gt_idx, mask_hw) -> torch.Tensor:
-    """Sum over n positives of the box-cropped BCE(coefs · protos, gt mask) / (mh*mw) / normalised box area.
+def _window_loss(
+    coefs, valid, protos_hwc, b_idx, start, window, boxes, areas, gt_source, gt_idx, mask_hw
+) -> torch.Tensor:
+    """Sum over the positives of n GTs of the box-cropped BCE(coefs · protos, gt mask) / (mh*mw) / normalised box area.
 
     Args:
-        coefs: (n, nm). protos_hwc: (B, mh*mw, nm). b_idx: (n,) image of each positive. start: (n, 2) xy of its crop
-        window; window: (w, h) size shared by the chunk. boxes: (n, 4) xyxy mask pixels. areas: (n,) box area / image
-        area. gt_source: the GT masks; gt_idx: (n,) the GT of each positive within its image. mask_hw: (mh, mw).
+        coefs: (n, C, nm) coefficients of up to C positives per GT, `valid` (n, C) marks the real ones.
+        protos_hwc: (B, mh*mw, nm). b_idx: (n,) image of each GT. start: (n, 2) xy of its crop window; window: (w, h)
+        size shared by the chunk. boxes: (n, 4) xyxy mask pixels. areas: (n,) box area / image area. gt_source: the
+        GT masks; gt_idx: (n,) the GT's index within its image. mask_hw: (mh, mw).
     """
     (win_w, win_h), (mh, mw) = window, mask_hw
     start = torch.minimum(start, start.new_tensor([mw - win_w, mh - win_h]))  # a shared-size window stays on the map
     xs = start[:, :1] + torch.arange(win_w, device=start.device)  # (n, win_w)
     ys = start[:, 1:] + torch.arange(win_h, device=start.device)  # (n, win_h)
     pixels = (ys.unsqueeze(-1) * mw + xs.unsqueeze(1)).flatten(1)  # (n, K) flat indices, K = win_h * win_w
-    logits = (protos_hwc[b_idx.unsqueeze(-1), pixels] @ coefs.unsqueeze(-1)).squeeze(-1).float()  # (n,K,nm)@(n,nm,1)
-    bce = F.binary_cross_entropy_with_logits(logits, gt_source.select(b_idx, gt_idx, pixels), reduction="none")
+    window_protos = protos_hwc[b_idx.unsqueeze(-1), pixels]  # (n, K, nm)
+    logits = torch.bmm(coefs, window_protos.transpose(1, 2)).float()  # (n, C, K)
+    target = gt_source.select(b_idx, gt_idx, pixels).unsqueeze(1).expand_as(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     x1, y1, x2, y2 = (c.unsqueeze(-1) for c in boxes.unbind(-1))
     inside = (((ys >= y1) & (ys < y2)).unsqueeze(-1) & ((xs >= x1) & (xs < x2)).unsqueeze(1)).flatten(1)  # (n, K)
-    per_mask = (bce * inside).sum(-1) / (mh * mw)  # the mean over the whole map of the cropped loss
-    return (per_mask / areas.clamp(min=1e-9)).sum()
+    per_mask = (bce * inside.unsqueeze(1)).sum(-1) / (mh * mw)  # (n, C) the mean over the map of the cropped loss
+    return (per_mask * valid / areas.clamp(min=1e-9).unsqueeze(-1)).sum()
