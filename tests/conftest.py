@@ -48,3 +48,18 @@ def log_messages(monkeypatch):
     LOGGER.setLevel(logging.INFO)
     yield seen
     LOGGER.setLevel(level)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow", action="store_true", help="also run the tests marked slow (e.g. a real torch.compile)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="marked slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -500,3 +500,43 @@ def test_empty_results_for_blank_image():
     (r,) = Predictor(model, {"imgsz": 64, "conf": 0.99, "verbose": False}).predict(np.full((64, 64, 3), 114, np.uint8))
     assert len(r) == 0 and r.masks is None and r.boxes.data.shape == (0, 6)
     assert r.verbose() == "(no detections), "
+
+
+def test_compile_failure_warns_and_runs_eagerly(monkeypatch, log_messages):
+    """compile=True whose compilation fails (e.g. no C++ compiler) warns once and gives the eager results."""
+    model = _reference_model("yolo11n-seg-shapes")
+    image = str(shared_path("data", "shapes-ref-seg/images/val/00000.jpg"))
+    calls = []
+
+    def broken_compile(module, mode=None):
+        calls.append(mode)
+
+        def run(*args, **kwargs):
+            raise RuntimeError("no working C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager = Predictor(model, {"imgsz": 256, "verbose": False}).predict(image)[0]
+    compiled = Predictor(model, {"imgsz": 256, "verbose": False, "compile": "max-autotune"})
+    first, second = compiled.predict(image)[0], compiled.predict(image)[0]
+    assert calls == ["max-autotune"]
+    assert sum("compile='max-autotune' failed" in m and "no working C++ compiler" in m for m in log_messages) == 1
+    for r in (first, second):
+        torch.testing.assert_close(r.boxes.data, eager.boxes.data)
+        assert torch.equal(r.masks.data, eager.masks.data)
+    assert not compiled.reusable_for({"compile": False})
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_predictions():
+    """A real torch.compile (inductor, needs a C++ compiler; ~1 min on 2 cores): same detections as eager."""
+    model = _reference_model("yolo11n-seg-shapes")
+    image = str(shared_path("data", "shapes-ref-seg/images/val/00000.jpg"))
+    eager = Predictor(model, {"imgsz": 256, "verbose": False}).predict(image)[0]
+    compiled = Predictor(model, {"imgsz": 256, "verbose": False, "compile": True})
+    result = compiled.predict(image)[0]
+    assert compiled.forward.compiled is not None  # it compiled rather than fell back
+    torch.testing.assert_close(result.boxes.data, eager.boxes.data, atol=1e-3, rtol=1e-4)
+    inter = (result.masks.data.bool() & eager.masks.data.bool()).sum()
+    assert inter / (result.masks.data.bool() | eager.masks.data.bool()).sum() > 0.99

@@ -266,7 +266,7 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "compile",
                 ("bool", "str"),
                 False,
-                "torch.compile the model: true or a mode (default, reduce-overhead, max-autotune)",
+                "torch.compile the model for predict and val: true or a mode (default, reduce-overhead, max-autotune)",
                 choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
             ),
             Key("overlap_mask", BOOL, True, "merge the masks of an image into one index map when training"),

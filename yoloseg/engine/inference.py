@@ -48,3 +48,35 @@ def forward_batched(model: Any, images: torch.Tensor, micro_batch: int | None = 
     if len(images) <= micro_batch:
         return model(images, **kwargs)
     return _cat_outputs([model(images[i : i + micro_batch], **kwargs) for i in range(0, len(images), micro_batch)])
+
+
+def compile_mode(value: Any) -> str | None:
+    """The torch.compile mode a `compile=` argument asks for: None (off), 'default' or the mode named."""
+    if value is None or value is False or str(value).lower() in ("false", "0", "none", ""):
+        return None
+    return "default" if value is True or str(value).lower() in ("true", "1") else str(value)
+
+
+class CompiledForward:
+    """Calls `model` through torch.compile when `compile` asks for it (True or a mode name).
+
+    Compilation happens on the first call (and on a new input shape); if it fails (no C++ compiler, an operator the
+    compiler cannot handle) the call warns once and runs the model eagerly from then on.
+    """
+
+    def __init__(self, model: nn.Module, compile: Any = False):
+        self.model, self.mode = model, compile_mode(compile)
+        self.compiled = None
+        if self.mode is not None:
+            self.compiled = torch.compile(model, mode=None if self.mode == "default" else self.mode)
+
+    def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the eager model
+                from ..utils.log import LOGGER
+
+                LOGGER.warning(f"WARNING: compile={self.mode!r} failed ({type(e).__name__}: {e}); running eagerly")
+                self.compiled = None
+        return self.model(x, **kwargs)

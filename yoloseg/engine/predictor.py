@@ -47,7 +47,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import inference_copy
+from .inference import CompiledForward, inference_copy
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -81,9 +81,10 @@ class Predictor:
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
+            self.forward = CompiledForward(self.model, self.args.get("compile"))
             self.dynamic = True
         else:
-            self.model = model
+            self.model = self.forward = model
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
             self.fp16 = bool(getattr(model, "fp16", False))
@@ -119,13 +120,13 @@ class Predictor:
 
     def reusable_for(self, args: dict[str, Any], model: Any = None) -> bool:
         """Whether this predictor can serve a call with `args` (and `model`, when given) after `update_args`:
-        False when the model object or its weights changed since it was built, or device / half differ."""
+        False when the model object or its weights changed since it was built, or device / half / compile differ."""
         if model is not None and model is not self.source_model:
             return False
         if _weights_fingerprint(self.source_model) != self._fingerprint:
             return False  # trained or reloaded in place: the fused inference copy is stale
         merged = {**self.args, **args}
-        return all(merged.get(k) == self.args.get(k) for k in ("device", "half", "channels_last"))
+        return all(merged.get(k) == self.args.get(k) for k in ("device", "half", "channels_last", "compile"))
 
     def update_args(self, args: dict[str, Any]) -> None:
         """Take new arguments (conf, imgsz, save flags, ...) for the next calls; a new project / name / exist_ok
@@ -251,7 +252,7 @@ class Predictor:
             if (self.pt or self.dynamic) and not self.end2end:
                 return self._infer_tta(x)
             log.warning("WARNING: augment=True needs a PyTorch or dynamic-shape model without in-graph NMS; ignored")
-        out = self.model(x)
+        out = self.forward(x)
         return tuple(out) if self.end2end else _split_output(out)
 
     def _infer_tta(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -265,7 +266,7 @@ class Predictor:
                 hp, wp = -(-hs // self.stride) * self.stride, -(-ws // self.stride) * self.stride
                 xi = F.interpolate(xi, size=(hs, ws), mode="bilinear", align_corners=False)
                 xi = F.pad(xi, (0, wp - ws, 0, hp - hs), value=PAD_VALUE / 255)
-            y, p = _split_output(self.model(xi))
+            y, p = _split_output(self.forward(xi))
             y = y.clone()
             gx, gy = ws / w, hs / h
             y[:, 0] /= gx

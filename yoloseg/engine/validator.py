@@ -27,7 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
-from .inference import forward_batched, inference_copy
+from .inference import CompiledForward, forward_batched, inference_copy
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 
@@ -135,6 +135,7 @@ class Validator:
         half = bool(self.args.get("half")) and device.type == "cuda"
         if is_pt:  # a PyTorch model is fed images in its own precision (fp16 after run_validation's half copy)
             half = next(model.parameters()).dtype == torch.float16
+        forward = CompiledForward(model, self.args.get("compile")) if is_pt and loss_fn is None else model
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=0.25, iou_thres=0.45)
         self.jdict: list[dict] = []
@@ -150,7 +151,7 @@ class Validator:
             if is_pt and loss_fn is not None:
                 (y, protos), raw = forward_batched(model, images, with_raw=True)
             else:
-                out = forward_batched(model, images) if is_pt else model(images)
+                out = forward_batched(forward, images) if is_pt else model(images)
                 y, protos = out if isinstance(out, (tuple, list)) else (out, None)
             t2 = time.perf_counter()
             if loss_fn is not None:

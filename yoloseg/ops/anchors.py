@@ -25,7 +25,11 @@ def make_anchors(
         sy = torch.arange(h, device=device, dtype=dtype) + offset
         gy, gx = torch.meshgrid(sy, sx, indexing="ij")
         points.append(torch.stack((gx, gy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(strides[i]), dtype=dtype, device=device))
+        stride = strides[i]
+        if isinstance(stride, torch.Tensor):  # no .item(): keeps the head one graph under torch.compile
+            stride_list.append(stride.to(device=device, dtype=dtype).expand(h * w, 1))
+        else:
+            stride_list.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
     return torch.cat(points), torch.cat(stride_list)
 
 
