@@ -4,17 +4,22 @@ End-to-end = one `Predictor.predict(path)` call (read, letterbox, forward, NMS, 
 the median of --runs calls after 3 warm-ups, per image; with the per-stage medians from `Results.speed`. Also
 times `masks.xy` for a synthetic image with 50 objects (the dense-scene cost of polygon extraction).
 
-    python bench/predict_latency.py [--threads N] [--runs 20] [--imgsz 640] [--out file.json]
+Each model runs on each backend: PyTorch (eager, and torch.compile'd), ONNX Runtime and OpenVINO (static 640x640
+fp32 exports, as the incumbent's figures); plus throughput over the coco128 images at batch 1 and 8 and peak memory.
+
+    python bench/predict_latency.py [--threads N] [--runs 20] [--backends pytorch onnx ...] [--out file.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,16 +39,16 @@ def load_reference_model(weights: Path):
     model = YOLOModel(ckpt["yaml"])
     model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     model.names = ckpt["names"]
-    return model.eval().fuse()
+    return model.eval()  # the predictor fuses its own copy; exports start from this unfused model
 
 
-def time_image(predictor, path: str, runs: int, warmup: int = 3) -> dict:
-    """Median end-to-end and per-stage ms for one image."""
+def time_image(predict, path: str, runs: int, warmup: int = 3) -> dict:
+    """Median end-to-end and per-stage ms for one image; `predict(path)` returns a list with one Results."""
     totals, stages, xy_ms = [], {"preprocess": [], "inference": [], "postprocess": []}, []
     n_det = 0
     for i in range(warmup + runs):
         t0 = time.perf_counter()
-        (r,) = predictor.predict(path)
+        (r,) = predict(path)
         t1 = time.perf_counter()
         polys = r.masks.xy if r.masks is not None else []
         t2 = time.perf_counter()
@@ -61,8 +66,27 @@ def time_image(predictor, path: str, runs: int, warmup: int = 3) -> dict:
         "postprocess_ms": round(med(stages["postprocess"]), 2),
         "masks_xy_ms": round(med(xy_ms), 3),
         "detections": n_det,
-        "input_shape": None,
     }
+
+
+def throughput(model, files: list[str], batch: int) -> float:
+    """Images per second predicting `files` (PyTorch, imgsz 640, masks.xy read) in batches of `batch`."""
+    from yoloseg.engine.predictor import Predictor
+
+    predictor = Predictor(model, {"imgsz": 640, "verbose": False, "batch": batch})
+    for _ in predictor.predict(files[: 2 * batch], stream=True):  # warm-up
+        pass
+    t0 = time.perf_counter()
+    for r in predictor.predict(files, stream=True):
+        _ = r.masks.xy if r.masks is not None else None
+    return round(len(files) / (time.perf_counter() - t0), 2)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (MB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def synthetic_masks(n: int = 50, frame=(640, 480), seed: int = 0) -> torch.Tensor:
@@ -95,12 +119,57 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
     return round(statistics.median(times), 3)
 
 
+INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
+
+
+def exported(model, fmt: str, imgsz: int, workdir: Path):
+    """A YOLO object for `model` exported to `fmt` (static imgsz x imgsz, fp32, as the incumbent's figures)."""
+    from yoloseg import YOLO
+
+    weights = workdir / "model.pt"
+    if not weights.exists():
+        from yoloseg.engine.saving import make_checkpoint
+        from yoloseg.nn.checkpoint import save_checkpoint
+
+        save_checkpoint(weights, make_checkpoint(model))
+    return YOLO(YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu"))
+
+
+def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict:
+    """Per backend, per image latency of one model."""
+    from yoloseg.engine.predictor import Predictor
+
+    out: dict = {}
+    for backend in a.backends:
+        try:
+            if backend in ("pytorch", "pytorch_compile"):
+                args = {"imgsz": a.imgsz, "verbose": False, "device": a.device}
+                predictor = Predictor(model, {**args, "compile": backend == "pytorch_compile"})
+                predict = predictor.predict
+            else:
+                yolo = exported(model, backend, a.imgsz, workdir / label)
+                predict = functools.partial(yolo.predict, imgsz=a.imgsz, verbose=False)
+            out[backend] = {p.name: time_image(predict, str(p), a.runs) for p in images}
+        except Exception as e:  # a missing package or a failed export is reported, not fatal
+            out[backend] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print(label, backend, json.dumps(out[backend]), file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=SHARED / "reference" / "yolo11n-seg-coco128.pt")
     ap.add_argument(
+        "--extra-models", nargs="*", default=["yolo11s-seg.yaml"], help="more models, from YAML (random weights)"
+    )
+    ap.add_argument(
         "--images", type=Path, nargs="+", default=[SHARED / "data/images/bus.jpg", SHARED / "data/images/zidane.jpg"]
     )
+    ap.add_argument(
+        "--backends", nargs="+", default=["pytorch", "pytorch_compile", "onnx", "openvino"],
+        choices=["pytorch", "pytorch_compile", "onnx", "openvino", "torchscript"],
+    )  # fmt: skip
+    ap.add_argument("--throughput-images", type=Path, default=SHARED / "data/coco128-seg/images")
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -109,30 +178,47 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
-    from yoloseg.engine.predictor import Predictor
+    from yoloseg.nn.graph import YOLOModel
 
-    model = load_reference_model(a.weights)
-    predictor = Predictor(model, {"imgsz": a.imgsz, "verbose": False, "device": a.device})
-    images = {}
-    for p in a.images:
-        stats = time_image(predictor, str(p), a.runs)
-        (r,) = predictor.predict(str(p))
-        stats["input_shape"] = [1, 3, *predictor.preprocess([r.orig_img]).shape[2:]]
-        images[p.name] = stats
+    workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    models = {a.weights.name: load_reference_model(a.weights)}
+    for cfg in a.extra_models:
+        torch.manual_seed(0)
+        models[f"{Path(cfg).stem} (random weights)"] = YOLOModel(cfg).eval()
+    results = {label: bench_model(m, Path(label).stem.split()[0], a.images, a, workdir) for label, m in models.items()}
+    files = sorted(str(p) for p in a.throughput_images.rglob("*.jpg"))
+    primary = models[a.weights.name]
     report = {
         "benchmark": "predict_latency",
-        "weights": a.weights.name,
         "imgsz": a.imgsz,
-        "device": str(predictor.device),
+        "device": a.device,
         "threads": torch.get_num_threads(),
         "runs": a.runs,
         "warmup": 3,
-        "images": images,
+        "note": "PyTorch predicts at a rectangular letterbox (bus.jpg 640x480); exports are static 640x640",
+        "models": results,
+        "throughput_img_per_s": {
+            "images": len(files),
+            "batch1": throughput(primary, files, 1) if files else None,
+            "batch8": throughput(primary, files, 8) if files else None,
+        },
         "masks_xy_50_objects_ms": time_masks_xy(50, a.runs),
+        "peak_rss_mb": peak_rss_mb(),
+        "incumbent_bus_end_to_end_ms_2threads": INCUMBENT_2THREADS,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }
+    ours = results[a.weights.name]
+    bus = a.images[0].name
+    report["ratios_bus_vs_incumbent"] = {
+        b: round(ours[b][bus]["end_to_end_ms"] / INCUMBENT_2THREADS[b.split("_")[0]], 3)
+        for b in ours
+        if bus in ours[b] and b.split("_")[0] in INCUMBENT_2THREADS
+    }
+    best = min((v[bus]["end_to_end_ms"], b) for b, v in ours.items() if bus in v)
+    report["best_backend"] = {"backend": best[1], "bus_end_to_end_ms": best[0]}
+    report["best_vs_incumbent_best"] = round(best[0] / min(INCUMBENT_2THREADS.values()), 3)
     text = json.dumps(report, indent=2)
     print(text)
     if a.out:
