@@ -1,7 +1,7 @@
 """Memory over a video stream: predict on a generated video with stream=True and track the process RSS.
 
 Prints JSON {frames, rss_mb_after_warmup, rss_mb_end, growth_mb, ms_per_frame}. Flat memory means growth near 0.
-    python bench/stream_memory.py [--seconds 20] [--fps 25] [--size 640x480] [--imgsz 320]
+    python bench/stream_memory.py [--seconds 40] [--fps 25] [--size 640x480] [--imgsz 320]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def make_video(path: Path, frames: int, fps: int, w: int, h: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=40)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--imgsz", type=int, default=320)

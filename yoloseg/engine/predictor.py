@@ -47,7 +47,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import CompiledForward, inference_copy
+from .inference import CompiledForward, forward_batched, inference_copy
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -73,7 +73,7 @@ class Predictor:
         self.callbacks = callbacks if callbacks is not None else {}
         self.source_model = model
         self._fingerprint = _weights_fingerprint(model)
-        self.pt = isinstance(model, nn.Module)
+        self.pt = self.torch_model = isinstance(model, nn.Module)  # pt: also exports that run through torch
         if self.pt:
             self.device = select_device(self.args.get("device"))
             self.fp16 = bool(self.args.get("half")) and self.device.type == "cuda"
@@ -252,7 +252,7 @@ class Predictor:
             if (self.pt or self.dynamic) and not self.end2end:
                 return self._infer_tta(x)
             log.warning("WARNING: augment=True needs a PyTorch or dynamic-shape model without in-graph NMS; ignored")
-        out = self.forward(x)
+        out = forward_batched(self.forward, x) if self.torch_model else self.forward(x)
         return tuple(out) if self.end2end else _split_output(out)
 
     def _infer_tta(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
