@@ -35,7 +35,8 @@ def crop_mask(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(h, device=masks.device, dtype=b.dtype)[None, :]
     keep_cols = (cols >= x1) & (cols < x2)  # (N, w)
     keep_rows = (rows >= y1) & (rows < y2)  # (N, h)
-    return masks * (keep_rows[:, :, None] & keep_cols[:, None, :])
+    inside = keep_rows[:, :, None] & keep_cols[:, None, :]
+    return masks & inside if masks.dtype == torch.bool else masks * inside
 
 
 @dataclass(frozen=True)
@@ -251,11 +252,11 @@ def process_mask(
     height, width = int(shape[0]), int(shape[1])
     logits = mask_logits(protos, coeffs)
     if not upsample:
-        masks = (logits > 0).to(torch.uint8)
-        if not crop:
-            return masks
-        ratios = torch.tensor([mw / width, mh / height, mw / width, mh / height], device=boxes.device)
-        return crop_mask(masks, boxes.float() * ratios)
+        masks = logits > 0
+        if crop:
+            ratios = torch.tensor([mw / width, mh / height, mw / width, mh / height], device=boxes.device)
+            masks = crop_mask(masks, boxes.float() * ratios)
+        return masks.view(torch.uint8)  # bool -> {0, 1} without a copy
     return _assemble(logits, [_Stage((0, 0, mh, mw), (height, width))], boxes if crop else None)
 
 
