@@ -26,6 +26,7 @@ from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, seed_everything, select_device
 from . import distributed
+from .inference import inference_copy
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
 from .validator import Validator
@@ -388,7 +389,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ evaluate / log
     def validate(self) -> tuple[Any, torch.Tensor | None]:
         model = self.ema.ema if self.ema is not None else unwrap(self.model)
-        model.eval()
+        # a BN-fused (channels-last on CPU) copy, as standalone val uses: ~25% less inference time per epoch
+        model = inference_copy(model, self.device, torch.float32, channels_last=self.device.type == "cpu")
         metrics = self.validator(model, self.val_loader, device=self.device, loss_fn=self.loss_fn)
         self.fitness = float(metrics.fitness)
         if self.best_fitness is None or self.fitness > self.best_fitness:
@@ -464,10 +466,10 @@ class Trainer:
         if self.best.exists():
             log.info(f"\nValidating {self.best}...")
             ckpt = load_checkpoint(self.best)
-            model = YOLOModel(ckpt["yaml"]).to(self.device)
+            model = YOLOModel(ckpt["yaml"])
             model.load_state_dict(ckpt["state_dict"])
             model.names = self.names
-            model.eval()
+            model = inference_copy(model, self.device, torch.float32, channels_last=self.device.type == "cpu")
             self.validator.plots = bool(self.args.get("plots", True))
             self.metrics = self.validator(model, self.val_loader, device=self.device)
         minutes = (time.time() - self.t0) / 60
