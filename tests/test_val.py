@@ -27,3 +27,35 @@ def test_val_metrics_match_reference(checkpoint, dataset, imgsz, tmp_path):
     assert metrics.seg.map75 == pytest.approx(ref["seg_map75"], abs=1e-4)
     for cls, value in ref["seg_maps_present"].items():
         assert metrics.seg.maps[int(cls)] == pytest.approx(value, abs=1e-4)
+
+
+def test_masks_skipped_where_they_cannot_count_change_nothing(tmp_path, monkeypatch):
+    """Val computes masks only for detections of a class present in the image or at conf >= 0.25; metrics,
+    per-class maps and the confusion matrix equal those of computing every mask."""
+    import numpy as np
+
+    from yoloseg.engine import validator
+
+    def run(tag: str):
+        model = YOLO(str(shared_path("reference", "yolo11n-seg-coco128.pt")))
+        data = shared_path("data", "coco8-seg", "data.yaml")
+        return model.val(data=str(data), imgsz=320, batch=4, plots=False, project=str(tmp_path), name=tag)
+
+    calls = {"masks": 0}
+    original = validator.process_mask
+
+    def counting(protos, coeffs, boxes, shape, upsample=False, crop=True):
+        calls["masks"] += len(coeffs)
+        return original(protos, coeffs, boxes, shape, upsample=upsample, crop=crop)
+
+    monkeypatch.setattr(validator, "process_mask", counting)
+    skipped = run("skipped")
+    computed_skipped = calls["masks"]
+    postprocess = validator.Validator.postprocess
+    monkeypatch.setattr(validator.Validator, "postprocess", lambda self, y, p, s, g=None: postprocess(self, y, p, s))
+    calls["masks"] = 0
+    full = run("full")
+    assert computed_skipped < calls["masks"]  # fewer masks were computed ...
+    assert skipped.results_dict == full.results_dict  # ... with the same results
+    assert np.array_equal(skipped.seg.maps, full.seg.maps)
+    assert np.array_equal(skipped.confusion_matrix.matrix, full.confusion_matrix.matrix)

@@ -30,6 +30,7 @@ from ..utils.torch_utils import loader_workers, select_device
 from .inference import CompiledForward, forward_batched, inference_copy
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
+PLOT_CONF = 0.25  # the confusion matrix and the val_batch*_pred.jpg plots use detections at or above this
 
 
 def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[Callable]] | None = None):
@@ -137,7 +138,7 @@ class Validator:
             half = next(model.parameters()).dtype == torch.float16
         forward = CompiledForward(model, self.args.get("compile")) if is_pt and loss_fn is None else model
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
-        confusion = ConfusionMatrix(nc=self.nc, conf=0.25, iou_thres=0.45)
+        confusion = ConfusionMatrix(nc=self.nc, conf=PLOT_CONF, iou_thres=0.45)
         self.jdict: list[dict] = []
         loss_sum = None
         dt = [0.0, 0.0, 0.0, 0.0]
@@ -158,7 +159,10 @@ class Validator:
                 items = loss_fn(raw, batch)[1]
                 loss_sum = items if loss_sum is None else loss_sum + items
             t3 = time.perf_counter()
-            preds = self.postprocess(y.float(), None if protos is None else protos.float(), images.shape[2:])
+            gt_classes = [batch.classes[batch.batch_idx == si] for si in range(len(batch.images))]
+            preds = self.postprocess(
+                y.float(), None if protos is None else protos.float(), images.shape[2:], gt_classes
+            )
             for si, pred in enumerate(preds):
                 self._update_image(si, pred, batch, images.shape[2:], stats, confusion)
                 stats["target_img"].append(np.full(int((batch.batch_idx == si).sum()), n_images + si))
@@ -170,8 +174,19 @@ class Validator:
                 self._plot_batch(bi, batch, preds)
         return self._finish(stats, confusion, dt, n_images, loss_sum, len(loader) if loss_fn is not None else 0)
 
-    def postprocess(self, y: torch.Tensor, protos: torch.Tensor | None, shape: tuple[int, int]) -> list[dict]:
-        """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt)."""
+    def postprocess(
+        self,
+        y: torch.Tensor,
+        protos: torch.Tensor | None,
+        shape: tuple[int, int],
+        gt_classes: list[torch.Tensor] | None = None,
+    ) -> list[dict]:
+        """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt).
+
+        With `gt_classes` (per image), masks are computed only where they can count: detections of a class present
+        in the image (a mask match needs the same class) or at or above the 0.25 confidence of the confusion matrix
+        and the plots; the other masks stay empty. At conf 0.001 that skips most of the work on many-class data.
+        """
         dets = non_max_suppression(
             y,
             self.conf,
@@ -185,7 +200,15 @@ class Validator:
         for i, det in enumerate(dets):
             item = {"boxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]}
             if protos is not None and self.task == "segment":
-                item["masks"] = process_mask(protos[i], det[:, 6:], det[:, :4], shape, upsample=self.native_masks)
+                need = None
+                if gt_classes is not None and not (self.native_masks or self.single_cls):
+                    need = (det[:, 4] >= PLOT_CONF) | torch.isin(det[:, 5], gt_classes[i].to(det.dtype))
+                if need is None or bool(need.all()):
+                    item["masks"] = process_mask(protos[i], det[:, 6:], det[:, :4], shape, upsample=self.native_masks)
+                else:
+                    masks = torch.zeros((len(det), *protos.shape[2:]), dtype=torch.uint8, device=det.device)
+                    masks[need] = process_mask(protos[i], det[need, 6:], det[need, :4], shape)
+                    item["masks"] = masks
             out.append(item)
         return out
 
