@@ -10,9 +10,18 @@ from torch import nn
 
 
 def inference_copy(
-    model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool, inplace: bool = True
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool | None = None,
+    inplace: bool = True,
 ) -> nn.Module:
-    """An eval-mode, BN-fused copy of `model` on `device` in `dtype` (channels-last if asked); `model` is untouched."""
+    """An eval-mode, BN-fused copy of `model` on `device` in `dtype`; `model` is untouched.
+
+    channels_last: None picks it on a CPU, where oneDNN convolutions are faster in that layout.
+    """
+    if channels_last is None:
+        channels_last = device.type == "cpu"
     fused = model.is_fused() if hasattr(model, "is_fused") else True
     model = copy.deepcopy(model).eval()
     if hasattr(model, "fuse") and not fused:
@@ -41,10 +50,9 @@ def _cat_outputs(parts: list[Any]) -> Any:
     return first
 
 
-def forward_batched(model: Any, images: torch.Tensor, micro_batch: int | None = None, **kwargs: Any) -> Any:
+def forward_batched(model: Any, images: torch.Tensor, **kwargs: Any) -> Any:
     """`model(images, **kwargs)`, run in micro-batches on a CPU (CPU_MICRO_BATCH) and in one go elsewhere."""
-    if micro_batch is None:
-        micro_batch = CPU_MICRO_BATCH if images.device.type == "cpu" else len(images)
+    micro_batch = CPU_MICRO_BATCH if images.device.type == "cpu" else len(images)
     if len(images) <= micro_batch:
         return model(images, **kwargs)
     return _cat_outputs([model(images[i : i + micro_batch], **kwargs) for i in range(0, len(images), micro_batch)])

@@ -73,7 +73,8 @@ class Predictor:
         self.callbacks = callbacks if callbacks is not None else {}
         self.source_model = model
         self._fingerprint = _weights_fingerprint(model)
-        self.pt = self.torch_model = isinstance(model, nn.Module)  # pt: also exports that run through torch
+        # torch_model: a YOLOModel run eagerly here; pt (below) is also true for backends that run through torch
+        self.pt = self.torch_model = isinstance(model, nn.Module)
         if self.pt:
             self.device = select_device(self.args.get("device"))
             self.fp16 = bool(self.args.get("half")) and self.device.type == "cuda"

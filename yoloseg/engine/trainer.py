@@ -390,7 +390,7 @@ class Trainer:
     def validate(self) -> tuple[Any, torch.Tensor | None]:
         model = self.ema.ema if self.ema is not None else unwrap(self.model)
         # a BN-fused (channels-last on CPU) copy, as standalone val uses: ~25% less inference time per epoch
-        model = inference_copy(model, self.device, torch.float32, channels_last=self.device.type == "cpu")
+        model = inference_copy(model, self.device)
         metrics = self.validator(model, self.val_loader, device=self.device, loss_fn=self.loss_fn)
         self.fitness = float(metrics.fitness)
         if self.best_fitness is None or self.fitness > self.best_fitness:
@@ -469,7 +469,7 @@ class Trainer:
             model = YOLOModel(ckpt["yaml"])
             model.load_state_dict(ckpt["state_dict"])
             model.names = self.names
-            model = inference_copy(model, self.device, torch.float32, channels_last=self.device.type == "cpu")
+            model = inference_copy(model, self.device)
             self.validator.plots = bool(self.args.get("plots", True))
             self.metrics = self.validator(model, self.val_loader, device=self.device)
         minutes = (time.time() - self.t0) / 60

@@ -47,7 +47,7 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
     is_pt = isinstance(runner, torch.nn.Module)
     if is_pt:
         half = bool(args.get("half")) and device.type == "cuda"
-        model = inference_copy(runner, device, torch.float16 if half else torch.float32, device.type == "cpu")
+        model = inference_copy(runner, device, torch.float16 if half else torch.float32)
         stride = int(max(model.stride.max().item(), 32))
         imgsz = args["imgsz"] if isinstance(args["imgsz"], int) else max(args["imgsz"])
         rect = bool(args.get("rect", True))
@@ -133,9 +133,10 @@ class Validator:
         self._run_callbacks("on_val_start")
         device = device or torch.device("cpu")
         is_pt = isinstance(model, torch.nn.Module)
-        half = bool(self.args.get("half")) and device.type == "cuda"
         if is_pt:  # a PyTorch model is fed images in its own precision (fp16 after run_validation's half copy)
             half = next(model.parameters()).dtype == torch.float16
+        else:
+            half = bool(self.args.get("half")) and device.type == "cuda"
         forward = CompiledForward(model, self.args.get("compile")) if is_pt and loss_fn is None else model
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=PLOT_CONF, iou_thres=0.45)

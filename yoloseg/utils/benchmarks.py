@@ -111,7 +111,7 @@ def benchmark(
                 fmt, file = "pytorch", Path(yolo.ckpt_path) if yolo.ckpt_path else None
                 dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
                 # the copy the predictor runs: fused, in-place SiLU, channels-last on the CPU
-                runner, exported = inference_copy(yolo.model, dev, dtype, channels_last=dev.type == "cpu"), yolo
+                runner, exported = inference_copy(yolo.model, dev, dtype), yolo
             else:
                 fmt = resolve_format(name)
                 missing = [p for p in FORMATS[fmt].packages if importlib.util.find_spec(p) is None]
