@@ -4,8 +4,10 @@ End-to-end = one `Predictor.predict(path)` call (read, letterbox, forward, NMS, 
 the median of --runs calls after 3 warm-ups, per image; with the per-stage medians from `Results.speed`. Also
 times `masks.xy` for a synthetic image with 50 objects (the dense-scene cost of polygon extraction).
 
-Each model runs on each backend: PyTorch (eager, and torch.compile'd), ONNX Runtime and OpenVINO (static 640x640
-fp32 exports, as the incumbent's figures); plus throughput over the coco128 images at batch 1 and 8 and peak memory.
+Each model runs on each backend: PyTorch (eager, torch.compile'd, and half=True: bf16 autocast on a CPU with AMX /
+AVX512-BF16), ONNX Runtime and OpenVINO (static 640x640 fp32 exports, as the incumbent's figures; `openvino` runs
+them in fp32, `openvino_auto` lets OpenVINO pick, which is bf16 on AMX as in the incumbent's OpenVINO figure); plus
+throughput over the coco128 images at batch 1 and 8 and peak memory.
 
     python bench/predict_latency.py [--threads N] [--runs 20] [--backends pytorch onnx ...] [--out file.json]
 """
@@ -122,8 +124,8 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
 INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
 
 
-def exported(model, fmt: str, imgsz: int, workdir: Path):
-    """A YOLO object for `model` exported to `fmt` (static imgsz x imgsz, fp32, as the incumbent's figures)."""
+def exported(model, fmt: str, imgsz: int, workdir: Path) -> str:
+    """The file (or folder) of `model` exported to `fmt` (static imgsz x imgsz, fp32, as the incumbent's figures)."""
     from yoloseg import YOLO
 
     weights = workdir / "model.pt"
@@ -132,22 +134,28 @@ def exported(model, fmt: str, imgsz: int, workdir: Path):
         from yoloseg.nn.checkpoint import save_checkpoint
 
         save_checkpoint(weights, make_checkpoint(model))
-    return YOLO(YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu"))
+    return YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu")
 
 
 def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict:
     """Per backend, per image latency of one model."""
+    from yoloseg import YOLO
     from yoloseg.engine.predictor import Predictor
 
     out: dict = {}
     for backend in a.backends:
         try:
-            if backend in ("pytorch", "pytorch_compile"):
+            if backend.startswith("pytorch"):
                 args = {"imgsz": a.imgsz, "verbose": False, "device": a.device}
-                predictor = Predictor(model, {**args, "compile": backend == "pytorch_compile"})
-                predict = predictor.predict
+                extra = {"pytorch_compile": {"compile": True}, "pytorch_bf16": {"half": True}}.get(backend, {})
+                predict = Predictor(model, {**args, **extra}).predict
+            elif backend == "openvino_auto":
+                from yoloseg.export.backends import load_backend
+
+                runner = load_backend(exported(model, "openvino", a.imgsz, workdir / label), ov_precision="auto")
+                predict = Predictor(runner, {"imgsz": a.imgsz, "verbose": False}).predict
             else:
-                yolo = exported(model, backend, a.imgsz, workdir / label)
+                yolo = YOLO(exported(model, backend, a.imgsz, workdir / label))
                 predict = functools.partial(yolo.predict, imgsz=a.imgsz, verbose=False)
             out[backend] = {p.name: time_image(predict, str(p), a.runs) for p in images}
         except Exception as e:  # a missing package or a failed export is reported, not fatal
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--backends", nargs="+", default=["pytorch", "pytorch_compile", "onnx", "openvino"],
-        choices=["pytorch", "pytorch_compile", "onnx", "openvino", "torchscript"],
+        choices=["pytorch", "pytorch_compile", "pytorch_bf16", "onnx", "openvino", "openvino_auto", "torchscript"],
     )  # fmt: skip
     ap.add_argument("--throughput-images", type=Path, default=SHARED / "data/coco128-seg/images")
     ap.add_argument("--imgsz", type=int, default=640)

@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (the benchmark's subject), or a GPU such as 0")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -35,14 +36,15 @@ def main() -> None:
     project = Path(tempfile.mkdtemp(prefix="bench-train-"))
     YOLO("yolo11n-seg.yaml").train(
         data=str(SHARED / "data" / "coco128-seg" / "data_all128.yaml"), epochs=args.epochs, imgsz=320, batch=16,
-        seed=0, amp=False, workers=args.workers, project=str(project), name="run", plots=False,
+        seed=0, amp=False, workers=args.workers, device=args.device, project=str(project), name="run", plots=False,
     )  # fmt: skip
     with open(project / "run" / "results.csv", newline="") as f:
         stamps = [float(r["time"]) for r in csv.DictReader(f)]
     per_epoch = [b - a for a, b in zip([0.0, *stamps[:-1]], stamps)]
     median = statistics.median(per_epoch[1:] or per_epoch)  # the first epoch includes label scanning
     print(json.dumps({
-        "bench": "train coco128-seg imgsz320 batch16", "threads": torch.get_num_threads(), "workers": args.workers,
+        "bench": "train coco128-seg imgsz320 batch16", "threads": torch.get_num_threads(), "device": args.device,
+        "workers": args.workers,
         "seconds_per_epoch": [round(t, 2) for t in per_epoch], "seconds_per_epoch_median": round(median, 2),
         "incumbent_seconds_1thread": INCUMBENT_S, "ratio": round(median / INCUMBENT_S, 3),
     }))  # fmt: skip

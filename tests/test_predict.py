@@ -540,3 +540,57 @@ def test_compile_gives_the_same_predictions():
     torch.testing.assert_close(result.boxes.data, eager.boxes.data, atol=1e-3, rtol=1e-4)
     inter = (result.masks.data.bool() & eager.masks.data.bool()).sum()
     assert inter / (result.masks.data.bool() | eager.masks.data.bool()).sum() > 0.99
+
+
+def _box_iou_diag(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    return inter / ((a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter)
+
+
+def test_half_on_a_cpu_with_bf16_hardware_autocasts_and_keeps_predictions(monkeypatch):
+    """half=True on a CPU with AMX / AVX512-BF16 runs the convolutions in bf16 autocast (emulated here, so slow, and
+    forced by patching the hardware check): fp32 outputs, boxes decoded in fp32, the same objects found."""
+    import yoloseg.engine.inference as inference
+
+    model = _reference_model("yolo11n-seg-shapes")
+    image = str(shared_path("data", "shapes-ref-seg/images/val/00000.jpg"))
+    eager = Predictor(model, {"imgsz": 256, "verbose": False}).predict(image)[0]
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)
+    half = Predictor(model, {"imgsz": 256, "verbose": False, "half": True})
+    assert half.forward.bf16 and not half.fp16
+    assert next(half.model.parameters()).dtype == torch.float32  # autocast, not a bf16 copy of the weights
+    calls = []
+    conv_forward = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        out = conv_forward(self, x, weight, bias)
+        calls.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    r = half.predict(image)[0]
+    assert calls.count(torch.bfloat16) > 50  # the convolutions did run in bf16
+    y, protos = half.infer(half.preprocess([cv2.imread(image)]))
+    assert y.dtype == torch.float32 and protos.dtype == torch.float32
+    assert len(eager) >= 3 and len(r) == len(eager)
+    order_r, order_e = r.boxes.xyxy[:, 0].argsort(), eager.boxes.xyxy[:, 0].argsort()
+    assert torch.equal(r.boxes.cls[order_r], eager.boxes.cls[order_e])
+    assert _box_iou_diag(r.boxes.xyxy[order_r], eager.boxes.xyxy[order_e]).min() > 0.95
+    torch.testing.assert_close(r.boxes.conf[order_r], eager.boxes.conf[order_e], atol=0.03, rtol=0)
+    inter = (r.masks.data[order_r] * eager.masks.data[order_e]).sum((1, 2))
+    union = ((r.masks.data[order_r] + eager.masks.data[order_e]) > 0).sum((1, 2))
+    assert (inter / union).min() > 0.95
+
+
+def test_half_on_a_cpu_without_bf16_hardware_warns_and_runs_fp32(monkeypatch, log_messages):
+    import yoloseg.engine.inference as inference
+
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: False)
+    model = _tiny_model()
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    half = Predictor(model, {"imgsz": 64, "verbose": False, "half": True, "conf": 0.0001})
+    plain = Predictor(model, {"imgsz": 64, "verbose": False, "conf": 0.0001})
+    assert not half.forward.bf16 and not half.fp16
+    assert any("half=True on cpu" in m and "running fp32" in m for m in log_messages)
+    torch.testing.assert_close(half.predict(image)[0].boxes.data, plain.predict(image)[0].boxes.data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from yoloseg import YOLO
 
@@ -59,3 +60,33 @@ def test_masks_skipped_where_they_cannot_count_change_nothing(tmp_path, monkeypa
     assert skipped.results_dict == full.results_dict  # ... with the same results
     assert np.array_equal(skipped.seg.maps, full.seg.maps)
     assert np.array_equal(skipped.confusion_matrix.matrix, full.confusion_matrix.matrix)
+
+
+def test_half_val_on_a_bf16_cpu_stays_close_to_fp32(tmp_path, monkeypatch):
+    """half=True val on a CPU with bf16 hardware (forced here; emulated, so slower) autocasts the convolutions:
+    the metrics move by little (the accuracy impact of the option; bench/ measures it on real hardware)."""
+    import yoloseg.engine.inference as inference
+
+    data = str(shared_path("data", "shapes-ref-seg", "data.yaml"))
+
+    def run(tag: str, half: bool):
+        model = YOLO(str(shared_path("reference", "yolo11n-seg-shapes.pt")))
+        return model.val(data=data, imgsz=160, batch=16, half=half, plots=False, project=str(tmp_path), name=tag)
+
+    fp32 = run("fp32", False)
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)
+    calls = []
+    monkeypatch.setattr(torch, "autocast", _spy(torch.autocast, calls))
+    bf16 = run("bf16", True)
+    assert any(c == ("cpu", torch.bfloat16) for c in calls)
+    assert bf16.results_dict != fp32.results_dict  # it did run in another precision ...
+    for key in KEYS:  # ... at nearly the same accuracy
+        assert bf16.results_dict[key] == pytest.approx(fp32.results_dict[key], abs=0.01), key
+
+
+def _spy(fn, calls):
+    def wrapper(device_type, dtype=None, *args, **kwargs):
+        calls.append((device_type, dtype))
+        return fn(device_type, dtype, *args, **kwargs) if dtype is not None else fn(device_type, *args, **kwargs)
+
+    return wrapper

@@ -58,6 +58,41 @@ def forward_batched(model: Any, images: torch.Tensor, **kwargs: Any) -> Any:
     return _cat_outputs([model(images[i : i + micro_batch], **kwargs) for i in range(0, len(images), micro_batch)])
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix work natively (AMX tiles or AVX512-BF16), where bf16 autocast pays."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def inference_precision(half: Any, device: torch.device, warn: bool = True) -> str:
+    """The precision `half=` asks for on `device`: 'fp16' on CUDA; on a CPU 'bf16' (autocast) where the hardware has
+    bf16 matrix units, else 'fp32' with a warning (bf16 emulated on AVX2 is slower than fp32); 'fp32' when not half."""
+    if not half:
+        return "fp32"
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and cpu_bf16_supported():
+        return "bf16"
+    if not warn:
+        return "fp32"
+    from ..utils.log import LOGGER
+
+    LOGGER.warning(
+        f"WARNING: half=True on {device.type}: no fp16 there and no bf16 hardware (AMX / AVX512-BF16) on this CPU; "
+        "running fp32"
+    )
+    return "fp32"
+
+
+def _to_float(out: Any) -> Any:
+    """Floating tensors of a (nested tuple / list) output as fp32; everything else unchanged."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_to_float(o) for o in out)
+    return out
+
+
 def compile_mode(value: Any) -> str | None:
     """The torch.compile mode a `compile=` argument asks for: None (off), 'default' or the mode named."""
     if value is None or value is False or str(value).lower() in ("false", "0", "none", ""):
@@ -66,19 +101,26 @@ def compile_mode(value: Any) -> str | None:
 
 
 class CompiledForward:
-    """Calls `model` through torch.compile when `compile` asks for it (True or a mode name).
+    """Calls `model` through torch.compile when `compile` asks for it (True or a mode name), under CPU bf16 autocast
+    when `bf16` (outputs come back fp32; the head decodes boxes in fp32 itself).
 
     Compilation happens on the first call (and on a new input shape); if it fails (no C++ compiler, an operator the
     compiler cannot handle) the call warns once and runs the model eagerly from then on.
     """
 
-    def __init__(self, model: nn.Module, compile: Any = False):
-        self.model, self.mode = model, compile_mode(compile)
+    def __init__(self, model: nn.Module, compile: Any = False, bf16: bool = False):
+        self.model, self.mode, self.bf16 = model, compile_mode(compile), bf16
         self.compiled = None
         if self.mode is not None:
             self.compiled = torch.compile(model, mode=None if self.mode == "default" else self.mode)
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        if not self.bf16:
+            return self._call(x, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return _to_float(self._call(x, **kwargs))
+
+    def _call(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self.compiled is not None:
             try:
                 return self.compiled(x, **kwargs)

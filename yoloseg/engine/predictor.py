@@ -47,7 +47,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import CompiledForward, forward_batched, inference_copy
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -77,12 +77,13 @@ class Predictor:
         self.pt = self.torch_model = isinstance(model, nn.Module)
         if self.pt:
             self.device = select_device(self.args.get("device"))
-            self.fp16 = bool(self.args.get("half")) and self.device.type == "cuda"
+            precision = inference_precision(self.args.get("half"), self.device)
+            self.fp16 = precision == "fp16"  # bf16 (CPU) keeps fp32 weights and inputs and autocasts the forward
             # channels-last convolutions are ~25% faster on CPU (oneDNN) and with fp16 on GPU
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
-            self.forward = CompiledForward(self.model, self.args.get("compile"))
+            self.forward = CompiledForward(self.model, self.args.get("compile"), bf16=precision == "bf16")
             self.dynamic = True
         else:
             self.model = self.forward = model

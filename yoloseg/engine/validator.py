@@ -27,7 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
-from .inference import CompiledForward, forward_batched, inference_copy
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 PLOT_CONF = 0.25  # the confusion matrix and the val_batch*_pred.jpg plots use detections at or above this
@@ -46,8 +46,8 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
     device = select_device(args.get("device"))
     is_pt = isinstance(runner, torch.nn.Module)
     if is_pt:
-        half = bool(args.get("half")) and device.type == "cuda"
-        model = inference_copy(runner, device, torch.float16 if half else torch.float32)
+        precision = inference_precision(args.get("half"), device)
+        model = inference_copy(runner, device, torch.float16 if precision == "fp16" else torch.float32)
         stride = int(max(model.stride.max().item(), 32))
         imgsz = args["imgsz"] if isinstance(args["imgsz"], int) else max(args["imgsz"])
         rect = bool(args.get("rect", True))
@@ -137,7 +137,11 @@ class Validator:
             half = next(model.parameters()).dtype == torch.float16
         else:
             half = bool(self.args.get("half")) and device.type == "cuda"
-        forward = CompiledForward(model, self.args.get("compile")) if is_pt and loss_fn is None else model
+        if is_pt and loss_fn is None:
+            bf16 = inference_precision(self.args.get("half"), device, warn=False) == "bf16"
+            forward = CompiledForward(model, self.args.get("compile"), bf16=bf16)
+        else:
+            forward = model
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=PLOT_CONF, iou_thres=0.45)
         self.jdict: list[dict] = []

@@ -85,7 +85,10 @@ def export_openvino(
     stem = folder.name.removesuffix("_openvino_model")
     with atomic_dir(folder) as tmp:
         onnx_file = export_onnx(model, tmp / f"{stem}.onnx", cfg, metadata, sample)
-        ov_model = ov.convert_model(str(onnx_file))
+        # convert_model comes from openvino.tools.ovc; a runtime-only install lacks it, and the runtime's own ONNX
+        # frontend reads the same graph
+        convert = getattr(ov, "convert_model", None) or ov.Core().read_model
+        ov_model = convert(str(onnx_file))
         onnx_file.unlink()
         if cfg.int8:
             ov_model = quantize_int8(ov_model, cfg)

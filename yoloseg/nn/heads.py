@@ -52,7 +52,12 @@ class Detect(nn.Module):
         return [torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1) for i in range(self.nl)]
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Per-level maps -> (B, 4 + nc, A): DFL-decoded xywh in input pixels, sigmoid scores."""
+        """Per-level maps -> (B, 4 + nc, A): DFL-decoded xywh in input pixels, sigmoid scores.
+
+        Under bf16 autocast the decoding runs in fp32: bf16 resolves only ~2 px at 640 px coordinates."""
+        if feats[0].dtype == torch.bfloat16 and torch.is_autocast_enabled(feats[0].device.type):
+            with torch.autocast(feats[0].device.type, enabled=False):
+                return self.decode([f.float() for f in feats])
         b = feats[0].shape[0]
         key = tuple(f.shape[2:] for f in feats) + (feats[0].device, feats[0].dtype)
         if key != self._anchor_key or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():

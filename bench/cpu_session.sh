@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The CPU benchmarks on another machine's CPU (e.g. the host CPU of a device-tool GPU machine), pinned with taskset to
+# two CPUs on distinct physical cores and run with 2 threads, like the incumbent's reference machine (2 cores of a
+# Xeon). Run from the repo root; needs no install where torch, opencv, pyyaml, onnx and onnxruntime are present.
+# OpenVINO is unpacked from $OV_DIR/*.zip|*.whl when given. The shared material is read from ../shared (linked to
+# $YOLOSEG_SHARED_DIR when that is set); outputs (JSON + logs) go to $OUT (default /tmp/cpu-session).
+set -u
+OUT=${OUT:-/tmp/cpu-session}
+mkdir -p "$OUT" /tmp/site
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export YOLOSEG_CONFIG_DIR=/tmp/ys/config YOLOSEG_CACHE_DIR=/tmp/ys/cache YOLOSEG_RUNS_DIR=/tmp/ys/runs
+export YOLOSEG_DATASETS_DIR=/tmp/ys/datasets
+if [ -n "${YOLOSEG_SHARED_DIR:-}" ] && [ ! -e ../shared ]; then ln -s "$(realpath "$YOLOSEG_SHARED_DIR")" ../shared; fi
+for f in "${OV_DIR:-/nonexistent}"/*.zip "${OV_DIR:-/nonexistent}"/*.whl; do
+  [ -f "$f" ] && python3 -m zipfile -e "$f" /tmp/site
+done
+# two CPUs on distinct physical cores (lscpu -p: CPU,Core,Socket)
+CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)}
+{ lscpu; echo "pinned to CPUs $CPUS"; python3 -c "import torch, cv2, onnxruntime; print('torch', torch.__version__,
+'cv2', cv2.__version__, 'onnxruntime', onnxruntime.__version__, 'capability', torch.backends.cpu.get_cpu_capability(),
+'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
+  python3 -c "import openvino; print('openvino', openvino.__version__)"
+  python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
+STEPS=${STEPS:-compute_floor val_shapes val_shapes_half predict val val_half train_epoch}
+run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
+  local name=$1 seconds=$2
+  shift 2
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  timeout "$seconds" taskset -c "$CPUS" python3 "$@" > "$OUT/$name.json" 2> "$OUT/$name.log"
+  echo "$name rc=$? $(tail -c 600 "$OUT/$name.json" | tr '\n' ' ')"
+}
+SHAPES=(--weights ../shared/reference/yolo11n-seg-shapes.pt --data ../shared/data/shapes-ref-seg/data.yaml --imgsz 256)
+run compute_floor 60 bench/compute_floor.py --threads 2
+run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
+run val_shapes_half 60 bench/val_time.py --threads 2 --runs 1 --half "${SHAPES[@]}"
+run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 \
+  --backends ${BACKENDS:-pytorch pytorch_bf16 onnx openvino openvino_auto}
+run val 120 bench/val_time.py --threads 2 --runs 2
+run val_half 120 bench/val_time.py --threads 2 --runs 2 --half
+run train_epoch "${TRAIN_TIMEOUT:-180}" bench/train_epoch.py --threads 2 --epochs 3
