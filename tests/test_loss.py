@@ -363,3 +363,29 @@ def test_windowed_mask_loss_equals_full_map_loss(max_elements):
     expected = _naive_mask_loss(coefs, protos, terms.assignment, (size, size), per_instance[inst].float())
     assert int(fg.sum()) > 10
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_training_step_matches_contiguous():
+    """CPU training runs the model in channels-last (NHWC): the loss and every gradient equal those of the
+    contiguous (NCHW) model up to float rounding (the heads' views and the loss accept NHWC maps)."""
+    from yoloseg.nn.graph import YOLOModel
+
+    torch.manual_seed(0)
+    model = YOLOModel("yolo11n-seg.yaml", nc=3).train()
+    batch = _scene(size=64, images=2)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def step(m, x):
+        m.zero_grad()
+        loss, items = SegmentationLoss(m)(m(x), batch)
+        loss.backward()
+        return items, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    items, grads = step(model, images)
+    nhwc = model.to(memory_format=torch.channels_last)
+    assert nhwc.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    items_cl, grads_cl = step(nhwc, images.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(items_cl, items, rtol=1e-4, atol=1e-6)
+    assert grads.keys() == grads_cl.keys() and len(grads) > 200
+    for name, g in grads.items():  # float rounding differs with the memory order: compare whole tensors
+        assert (grads_cl[name] - g).norm() <= 1e-3 * g.norm() + 1e-5, name

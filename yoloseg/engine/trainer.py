@@ -183,7 +183,10 @@ class Trainer:
         model.names = dict(self.names)
         model.args = plain_args(a)
         self._freeze(model, a.get("freeze"))
-        self.model = model.to(self.device).float().train()
+        model = model.to(self.device).float().train()
+        # oneDNN trains ~20% faster in channels-last (NHWC) on a CPU; the state dict's values are unchanged
+        self.channels_last = self.device.type == "cpu"
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     @staticmethod
     def _freeze(model: nn.Module, freeze: Any) -> None:
@@ -331,6 +334,8 @@ class Trainer:
                 self.accumulate = max(1, int(np.interp(ni, [0, nw], [1, a["nbs"] / a["batch"]]).round()))
             batch = batch.to(self.device, non_blocking=True)
             images = batch.images.float() / 255
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 loss, items = self.loss_fn(self.model(images), batch)
             if not torch.isfinite(loss):
