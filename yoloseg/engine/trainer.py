@@ -306,6 +306,7 @@ class Trainer:
             self._run_callbacks("on_train_end")
         if bool(a.get("deterministic")):
             torch.use_deterministic_algorithms(False)
+            torch.utils.deterministic.fill_uninitialized_memory = True  # torch's default again
         distributed.cleanup()
 
     def train_one_epoch(self, epoch: int) -> torch.Tensor:

@@ -326,7 +326,9 @@ class SegmentationLoss(DetectionLoss):
         boxes = boxes_px * boxes_px.new_tensor([mw / w, mh / h, mw / w, mh / h])  # mask pixels
         areas = (boxes_px[:, 2] - boxes_px[:, 0]) * (boxes_px[:, 3] - boxes_px[:, 1]) / (w * h)
         gt_source = self._gt_source(batch, terms.targets, mh, mw, protos.device)
-        protos_hwc = protos.view(batch_size, nm, mh * mw).transpose(1, 2)  # (B, mh*mw, nm): pixel rows
+        # (B*mh*mw, nm): one row per pixel; windows are gathered with index_select, whose backward (index_add) is
+        # ~10x faster on a CPU than that of advanced indexing (a sorted, deterministic index_put)
+        protos_rows = protos.view(batch_size, nm, mh * mw).transpose(1, 2).reshape(batch_size * mh * mw, nm)
 
         # The loss is zero outside each box, so only the pixels of its crop window are computed. Groups are
         # chunked by window size into chunks of bounded size; with several chunks, each is recomputed in the
@@ -341,7 +343,7 @@ class SegmentationLoss(DetectionLoss):
             args = (
                 coefs_g[i],
                 valid[i],
-                protos_hwc,
+                protos_rows,
                 g_b[i],
                 start[i],
                 (win_w, win_h),
@@ -383,13 +385,13 @@ class _GTMasks(NamedTuple):
 
 
 def _window_loss(
-    coefs, valid, protos_hwc, b_idx, start, window, boxes, areas, gt_source, gt_idx, mask_hw
+    coefs, valid, protos_rows, b_idx, start, window, boxes, areas, gt_source, gt_idx, mask_hw
 ) -> torch.Tensor:
     """Sum over the positives of n GTs of the box-cropped BCE(coefs · protos, gt mask) / (mh*mw) / normalised box area.
 
     Args:
         coefs: (n, C, nm) coefficients of up to C positives per GT, `valid` (n, C) marks the real ones.
-        protos_hwc: (B, mh*mw, nm). b_idx: (n,) image of each GT. start: (n, 2) xy of its crop window; window: (w, h)
+        protos_rows: (B*mh*mw, nm), a row per pixel of each image. b_idx: (n,) image of each GT. start: (n, 2) xy of its crop window; window: (w, h)
         size shared by the chunk. boxes: (n, 4) xyxy mask pixels. areas: (n,) box area / image area. gt_source: the
         GT masks; gt_idx: (n,) the GT's index within its image. mask_hw: (mh, mw).
     """
@@ -398,7 +400,8 @@ def _window_loss(
     xs = start[:, :1] + torch.arange(win_w, device=start.device)  # (n, win_w)
     ys = start[:, 1:] + torch.arange(win_h, device=start.device)  # (n, win_h)
     pixels = (ys.unsqueeze(-1) * mw + xs.unsqueeze(1)).flatten(1)  # (n, K) flat indices, K = win_h * win_w
-    window_protos = protos_hwc[b_idx.unsqueeze(-1), pixels]  # (n, K, nm)
+    rows = (b_idx.unsqueeze(-1) * (mh * mw) + pixels).flatten()
+    window_protos = protos_rows.index_select(0, rows).view(len(pixels), pixels.shape[1], -1)  # (n, K, nm)
     logits = torch.bmm(coefs, window_protos.transpose(1, 2)).float()  # (n, C, K)
     target = gt_source.select(b_idx, gt_idx, pixels).unsqueeze(1).expand_as(logits)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
