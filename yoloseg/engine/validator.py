@@ -98,6 +98,19 @@ def dataset_max_instances(dataset: Any) -> int:
     return int(np.max(counts)) if counts is not None and len(counts) else 0
 
 
+NEAR_GT_PX = 16  # input pixels (4 mask pixels) of margin when deciding whether a detection's box can meet a GT mask
+
+
+def _near_same_class_gt(det: torch.Tensor, gt_cls: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: detection rows (N, 6+) whose box, widened by NEAR_GT_PX, overlaps a GT box (M, 4) of its class."""
+    if not len(gt_cls):
+        return torch.zeros(len(det), dtype=torch.bool, device=det.device)
+    b, g = det[:, None, :4], gt_boxes[None].to(det.dtype)
+    overlap = (b[..., 0] - NEAR_GT_PX < g[..., 2]) & (b[..., 2] + NEAR_GT_PX > g[..., 0])
+    overlap &= (b[..., 1] - NEAR_GT_PX < g[..., 3]) & (b[..., 3] + NEAR_GT_PX > g[..., 1])
+    return (overlap & (det[:, 5:6] == gt_cls[None].to(det.dtype))).any(1)
+
+
 class Validator:
     """Accumulates matches over a loader and turns them into metrics, tables and plots."""
 
@@ -164,12 +177,15 @@ class Validator:
                 items = loss_fn(raw, batch)[1]
                 loss_sum = items if loss_sum is None else loss_sum + items
             t3 = time.perf_counter()
-            gt_classes = [batch.classes[batch.batch_idx == si] for si in range(len(batch.images))]
+            gts = [self._gt_for_image(si, batch, images.shape[2:]) for si in range(len(batch.images))]
             preds = self.postprocess(
-                y.float(), None if protos is None else protos.float(), images.shape[2:], gt_classes
+                y.float(),
+                None if protos is None else protos.float(),
+                images.shape[2:],
+                [(g["cls"], g["boxes"]) for g in gts],
             )
             for si, pred in enumerate(preds):
-                self._update_image(si, pred, batch, images.shape[2:], stats, confusion)
+                self._update_image(si, pred, gts[si], batch, images.shape[2:], stats, confusion)
                 stats["target_img"].append(np.full(int((batch.batch_idx == si).sum()), n_images + si))
             t4 = time.perf_counter()
             for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -184,13 +200,15 @@ class Validator:
         y: torch.Tensor,
         protos: torch.Tensor | None,
         shape: tuple[int, int],
-        gt_classes: list[torch.Tensor] | None = None,
+        gt_targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> list[dict]:
         """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt).
 
-        With `gt_classes` (per image), masks are computed only where they can count: detections of a class present
-        in the image (a mask match needs the same class) or at or above the 0.25 confidence of the confusion matrix
-        and the plots; the other masks stay empty. At conf 0.001 that skips most of the work on many-class data.
+        With `gt_targets` (per image: GT classes (M,) and xyxy boxes (M, 4) in input pixels), masks are computed only
+        where they can count: detections at or above the 0.25 confidence of the confusion matrix and the plots, and
+        those whose box comes near a GT box of their class (a mask match needs the same class and overlapping masks;
+        a mask is cropped to its box and a GT mask lies within its box, give or take a mask pixel: NEAR_GT_PX is a
+        wide margin). The other masks stay empty; at conf 0.001 that skips most of the work.
         """
         dets = non_max_suppression(
             y,
@@ -206,14 +224,14 @@ class Validator:
             item = {"boxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]}
             if protos is not None and self.task == "segment":
                 need = None
-                if gt_classes is not None and not (self.native_masks or self.single_cls):
-                    need = (det[:, 4] >= PLOT_CONF) | torch.isin(det[:, 5], gt_classes[i].to(det.dtype))
+                if gt_targets is not None and not (self.native_masks or self.single_cls):
+                    need = (det[:, 4] >= PLOT_CONF) | _near_same_class_gt(det, *gt_targets[i])
                 if need is None or bool(need.all()):
                     item["masks"] = process_mask(protos[i], det[:, 6:], det[:, :4], shape, upsample=self.native_masks)
                 else:
                     masks = torch.zeros((len(det), *protos.shape[2:]), dtype=torch.uint8, device=det.device)
                     masks[need] = process_mask(protos[i], det[need, 6:], det[need, :4], shape)
-                    item["masks"] = masks
+                    item["masks"], item["mask_rows"] = masks, need.nonzero().squeeze(1)  # the others are empty
             out.append(item)
         return out
 
@@ -235,8 +253,7 @@ class Validator:
             gt["masks"] = masks
         return gt
 
-    def _update_image(self, si, pred, batch, shape, stats, confusion) -> None:
-        gt = self._gt_for_image(si, batch, shape)
+    def _update_image(self, si, pred, gt, batch, shape, stats, confusion) -> None:
         n_pred, n_gt = len(pred["conf"]), len(gt["cls"])
         stats["target_cls"].append(gt["cls"].cpu().numpy())
         pred_cls = torch.zeros_like(pred["cls"]) if self.single_cls else pred["cls"]
@@ -247,7 +264,13 @@ class Validator:
             iouv = IOU_THRESHOLDS.to(pred_cls.device)
             tp = match_predictions(pred_cls, gt["cls"], box_iou(gt["boxes"], pred["boxes"]), iouv)
             if "masks" in pred:
-                mask_ious = mask_iou(gt["masks"].flatten(1), pred["masks"].float().flatten(1))
+                rows = pred.get("mask_rows")
+                if rows is None:
+                    mask_ious = mask_iou(gt["masks"].flatten(1), pred["masks"].float().flatten(1))
+                else:  # the IoU of an empty mask is 0
+                    mask_ious = torch.zeros(n_gt, n_pred, device=gt["masks"].device)
+                    computed = pred["masks"][rows].float().flatten(1)
+                    mask_ious[:, rows] = mask_iou(gt["masks"].flatten(1), computed)
                 tp_m = match_predictions(pred_cls, gt["cls"], mask_ious, iouv)
         stats["tp"].append(np.asarray(tp))
         stats["tp_m"].append(np.asarray(tp_m))
