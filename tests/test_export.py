@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -319,3 +320,33 @@ def test_benchmark_rows_and_table(tmp_path, monkeypatch):
     table = (tmp_path / "benchmarks.log").read_text()
     assert "metrics/mAP50-95(M)" in table and "onnx" in table
     assert json.loads((tmp_path / "benchmarks.json").read_text())[1]["format"] == "onnx"
+
+
+@pytest.mark.parametrize("fmt", [pytest.param(f, marks=m) for f, m in FORMAT_MARKS.items() if f != "torchscript"])
+def test_runtimes_use_the_pinned_cpus_only(fmt, model, export_dir, monkeypatch):
+    """Pinned to fewer CPUs than the machine has (taskset, a cpuset), ONNX Runtime and OpenVINO get that many
+    threads instead of one per core of the machine; unpinned they keep their own default."""
+    import yoloseg.export.backends as backends
+
+    path = _export(model, export_dir, "dyn", format=fmt, dynamic=True)
+
+    def threads(backend) -> int:
+        if fmt == "onnx":
+            return backend.session.get_session_options().intra_op_num_threads
+        return int(backend.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    monkeypatch.setattr(backends, "restricted_cpus", lambda: None)
+    default = threads(load_backend(path))
+    monkeypatch.setattr(backends, "restricted_cpus", lambda: 1)
+    assert threads(load_backend(path)) == 1
+    assert default != 1 or (os.cpu_count() or 1) == 1
+
+
+def test_restricted_cpus(monkeypatch):
+    from yoloseg.utils import torch_utils
+
+    monkeypatch.setattr(torch_utils.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch_utils.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert torch_utils.usable_cpus() == 2 and torch_utils.restricted_cpus() == 2
+    monkeypatch.setattr(torch_utils.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert torch_utils.restricted_cpus() is None

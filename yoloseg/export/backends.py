@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ..utils.torch_utils import restricted_cpus
+
 PAD_VALUE = 114 / 255
 OV_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
@@ -182,7 +184,10 @@ class OnnxBackend(Backend):
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         elif device.type == "cuda":
             device = torch.device("cpu")  # onnxruntime without CUDA: run on CPU, return CPU tensors
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        options = ort.SessionOptions()
+        if (pinned := restricted_cpus()) is not None:
+            options.intra_op_num_threads = pinned
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -218,6 +223,8 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
         model = core.read_model(str(xml))
         config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
+        if (pinned := restricted_cpus()) is not None:
+            config["INFERENCE_NUM_THREADS"] = str(pinned)
         if ov_precision not in (None, "", "auto"):
             if ov_precision not in OV_PRECISIONS:
                 raise ValueError(f"ov_precision={ov_precision!r}: use one of {', '.join(OV_PRECISIONS)} or 'auto'")

@@ -69,6 +69,21 @@ def check_imgsz(imgsz: int | list[int] | tuple[int, ...] | str, stride: int = 32
     return rounded  # type: ignore[return-value]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cgroup cpusets) where the OS has one, else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def restricted_cpus() -> int | None:
+    """usable_cpus() when the process is pinned to fewer CPUs than the machine has, else None. ONNX Runtime and
+    OpenVINO size their thread pools by the machine's cores and would oversubscribe the pinned ones."""
+    n = usable_cpus()
+    return n if n < (os.cpu_count() or n) else None
+
+
 def loader_workers(requested: int, device: torch.device) -> int:
     """DataLoader workers to use. On the CPU they only help with the cores torch's compute threads leave free
     (measured on 2 cores, coco128-seg at 320: 32 s/epoch with 0 workers, 39 s with 2); on GPUs as requested."""
