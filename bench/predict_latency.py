@@ -124,8 +124,10 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
 INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
 
 
+@functools.cache
 def exported(model, fmt: str, imgsz: int, workdir: Path) -> str:
-    """The file (or folder) of `model` exported to `fmt` (static imgsz x imgsz, fp32, as the incumbent's figures)."""
+    """The file (or folder) of `model` exported to `fmt` (static imgsz x imgsz, fp32, as the incumbent's figures);
+    exported once per model and format (`openvino` and `openvino_auto` run the same export)."""
     from yoloseg import YOLO
 
     weights = workdir / "model.pt"

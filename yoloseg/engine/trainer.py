@@ -24,7 +24,7 @@ from ..nn.graph import YOLOModel
 from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
-from ..utils.torch_utils import loader_workers, seed_everything, select_device
+from ..utils.torch_utils import end_deterministic, loader_workers, seed_everything, select_device
 from . import distributed
 from .inference import inference_copy
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
@@ -305,8 +305,7 @@ class Trainer:
             self._final_eval()
             self._run_callbacks("on_train_end")
         if bool(a.get("deterministic")):
-            torch.use_deterministic_algorithms(False)
-            torch.utils.deterministic.fill_uninitialized_memory = True  # torch's default again
+            end_deterministic()
         distributed.cleanup()
 
     def train_one_epoch(self, epoch: int) -> torch.Tensor:

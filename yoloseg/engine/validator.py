@@ -146,13 +146,13 @@ class Validator:
         self._run_callbacks("on_val_start")
         device = device or torch.device("cpu")
         is_pt = isinstance(model, torch.nn.Module)
+        precision = inference_precision(self.args.get("half"), device, warn=False)
         if is_pt:  # a PyTorch model is fed images in its own precision (fp16 after run_validation's half copy)
             half = next(model.parameters()).dtype == torch.float16
         else:
-            half = bool(self.args.get("half")) and device.type == "cuda"
+            half = precision == "fp16"
         if is_pt and loss_fn is None:
-            bf16 = inference_precision(self.args.get("half"), device, warn=False) == "bf16"
-            forward = CompiledForward(model, self.args.get("compile"), bf16=bf16)
+            forward = CompiledForward(model, self.args.get("compile"), bf16=precision == "bf16")
         else:
             forward = model
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}

@@ -392,8 +392,9 @@ def _window_loss(
     Args:
         coefs: (n, C, nm) coefficients of up to C positives per GT, `valid` (n, C) marks the real ones.
         protos_rows: (B*mh*mw, nm), a row per pixel of each image. b_idx: (n,) image of each GT. start: (n, 2) xy
-        of its crop window; window: (w, h) size shared by the chunk. boxes: (n, 4) xyxy mask pixels. areas: (n,) box area / image area. gt_source: the
-        GT masks; gt_idx: (n,) the GT's index within its image. mask_hw: (mh, mw).
+        of its crop window; window: (w, h) size shared by the chunk. boxes: (n, 4) xyxy mask pixels. areas: (n,)
+        box area / image area. gt_source: the GT masks; gt_idx: (n,) the GT's index within its image.
+        mask_hw: (mh, mw).
     """
     (win_w, win_h), (mh, mw) = window, mask_hw
     start = torch.minimum(start, start.new_tensor([mw - win_w, mh - win_h]))  # a shared-size window stays on the map

@@ -23,10 +23,11 @@ BENCHMARK_FORMATS = ("pytorch", "torchscript", "onnx", "openvino")
 
 
 def time_inference(runner: Any, imgsz: tuple[int, int], device: torch.device, runs: int = 10, warmup: int = 2) -> float:
-    """Median ms per image of `runner(x)` for one (1, 3, H, W) input (a fused PyTorch model or a backend)."""
+    """Median ms per image of `runner(x)` for one (1, 3, H, W) input (a fused model, its CompiledForward, a backend)."""
     x = torch.rand(1, 3, *imgsz, device=device)
-    if isinstance(runner, torch.nn.Module):
-        p = next(runner.parameters())
+    module = runner if isinstance(runner, torch.nn.Module) else getattr(runner, "model", None)  # CompiledForward
+    if isinstance(module, torch.nn.Module):
+        p = next(module.parameters())
         x = x.to(p.device, p.dtype)
     times = []
     with torch.no_grad():
@@ -86,7 +87,7 @@ def benchmark(
         one dict per format: format, status ('ok', 'missing <package>' or 'failed: <error>'), size_mb,
         metrics/mAP50-95(M) (or (B) for detect), inference_ms.
     """
-    from ..engine.inference import inference_copy
+    from ..engine.inference import CompiledForward, inference_copy, inference_precision
     from ..export import FORMATS, check_requirements, export_model, resolve_format
     from ..export.backends import load_backend
     from ..export.common import export_device, file_size_mb
@@ -109,9 +110,11 @@ def benchmark(
         try:
             if name == "pytorch":
                 fmt, file = "pytorch", Path(yolo.ckpt_path) if yolo.ckpt_path else None
-                dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
-                # the copy the predictor runs: fused, in-place SiLU, channels-last on the CPU
-                runner, exported = inference_copy(yolo.model, dev, dtype), yolo
+                precision = inference_precision(half, dev)
+                dtype = torch.float16 if precision == "fp16" else torch.float32
+                # what the predictor runs: the fused copy (channels-last on the CPU), bf16 autocast for half on AMX
+                model = inference_copy(yolo.model, dev, dtype)
+                runner, exported = CompiledForward(model, bf16=precision == "bf16"), yolo
             else:
                 fmt = resolve_format(name)
                 missing = [p for p in FORMATS[fmt].packages if importlib.util.find_spec(p) is None]

@@ -110,6 +110,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def end_deterministic() -> None:
+    """Undo seed_everything(deterministic=True): torch's defaults again (nondeterministic algorithms allowed, new
+    tensors NaN-filled only when deterministic mode is on)."""
+    torch.use_deterministic_algorithms(False)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+
+
 def time_sync() -> float:
     """perf_counter after waiting for queued CUDA work."""
     import time
