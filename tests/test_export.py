@@ -246,6 +246,56 @@ def test_openvino_nms_matches_onnx(model, images, export_dir):
     assert (dets - onnx_dets).abs().max().item() < 1e-2
 
 
+@needs_openvino
+def test_openvino_static_export_runs_smaller_inputs_unpadded(model, images, reference, export_dir, tmp_path):
+    """A static IR declares its export shape, yet runs a smaller input as it is (same outputs as PyTorch on that
+    input, no padding), compiled once per shape with the most recent MAX_SHAPES kept; an IR whose metadata does not
+    say reshapeable (another tool's) keeps the padding path."""
+    import openvino as ov
+    import yaml
+
+    from yoloseg.engine.predictor import Predictor
+
+    path = _export(model, export_dir, "static", format="openvino", imgsz=list(RUN_SIZE))
+    declared = ov.Core().read_model(str(path / "static.xml")).inputs[0].get_partial_shape()
+    assert declared.is_static and [d.get_length() for d in declared] == [1, 3, *RUN_SIZE]
+    backend = load_backend(path)
+    assert backend.reshapeable and not backend.dynamic and tuple(backend.imgsz) == RUN_SIZE
+    y, protos = backend(images)  # the declared shape
+    assert ((y - reference[0]).abs().max() / reference[0].abs().max()).item() < 1e-3
+    small = images[:, :, :64, :]  # 64 x 96: a stride multiple under the export size
+    with torch.no_grad():
+        y_ref, protos_ref = model(small)
+    for n in (1, 2):  # a batch of 2 runs as two (the static batch is 1)
+        y, protos = backend(small[:n])
+        assert y.shape == y_ref[:n].shape and protos.shape == protos_ref[:n].shape  # 8 x 12 cells at stride 8
+        assert ((y - y_ref[:n]).abs().max() / y_ref.abs().max()).item() < 1e-3
+        assert (protos - protos_ref[:n]).abs().max().item() < 1e-3
+    assert list(backend.by_shape) == [RUN_SIZE, (64, 96)]
+    backend.MAX_SHAPES = 2
+    backend(images[:1, :, :32, :32])
+    assert list(backend.by_shape) == [(64, 96), (32, 32)]  # the least recently used shape left
+
+    predictor = Predictor(backend, {"imgsz": list(RUN_SIZE), "verbose": False})
+    frame = np.full((30, 90, 3), 100, np.uint8)  # wide: letterboxed to 32 x 96, not padded to 128 x 96
+    assert tuple(predictor.preprocess([frame]).shape) == (1, 3, 32, 96)
+
+    foreign = tmp_path / "foreign_openvino_model"
+    foreign.mkdir()
+    for f in path.iterdir():
+        (foreign / f.name).write_bytes(f.read_bytes())
+    meta = yaml.safe_load((foreign / "metadata.yaml").read_text())
+    meta.pop("reshapeable")
+    (foreign / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    static = load_backend(foreign)
+    assert not static.reshapeable
+    y, protos = static(small[:1])  # padded to 128 x 96: all the anchors, prototypes cropped back
+    assert y.shape[2] == reference[0].shape[2] and protos.shape[2:] == protos_ref.shape[2:]
+    assert tuple(Predictor(static, {"imgsz": list(RUN_SIZE), "verbose": False}).preprocess([frame]).shape) == (
+        1, 3, *RUN_SIZE
+    )  # fmt: skip
+
+
 def test_unsupported_formats_are_clear(model, tmp_path):
     for fmt in ("engine", "tflite", "coreml", "ncnn"):
         with pytest.raises(ValueError, match="supported formats are onnx, torchscript, openvino"):
@@ -338,8 +388,12 @@ def test_runtimes_use_the_pinned_cpus_only(fmt, model, export_dir, monkeypatch):
     monkeypatch.setattr(backends, "restricted_cpus", lambda: None)
     default = threads(load_backend(path))
     monkeypatch.setattr(backends, "restricted_cpus", lambda: 1)
-    assert threads(load_backend(path)) == 1
+    pinned = load_backend(path)
+    assert threads(pinned) == 1
     assert default != 1 or (os.cpu_count() or 1) == 1
+    if fmt == "onnx":  # idle ORT threads sleep instead of spinning on the cores the Python pre/postprocessing uses
+        options = pinned.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_restricted_cpus(monkeypatch):

@@ -92,6 +92,8 @@ class Predictor:
             self.fp16 = bool(getattr(model, "fp16", False))
             self.pt = bool(getattr(model, "pt", False))
             self.dynamic = bool(getattr(model, "dynamic", False))
+        # a static export that takes smaller inputs as they are (yoloseg's OpenVINO IRs): letterbox it minimally too
+        self.reshapeable = bool(getattr(model, "reshapeable", False)) and not isinstance(model, nn.Module)
         self.graph_masks = bool(getattr(model, "masks", False)) and not isinstance(model, nn.Module)
         self.end2end = self.graph_masks or bool(getattr(model, "end2end", False) or getattr(model, "nms", False))
         stride = getattr(model, "stride", 32)
@@ -227,7 +229,7 @@ class Predictor:
         same_shape = all(im.shape == images[0].shape for im in images)
         # minimal padding whenever the model takes any stride multiple (the incumbent's predict always has rect=True;
         # the flat config's `rect` is a training key, so it is not consulted here)
-        auto = same_shape and (self.pt or self.dynamic)
+        auto = same_shape and (self.pt or self.dynamic or self.reshapeable)
         boxed = [
             letterbox(im, self.imgsz, auto=auto, scaleup=True, center=True, stride=self.stride)[0] for im in images
         ]

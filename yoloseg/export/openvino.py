@@ -1,13 +1,20 @@
 """OpenVINO export: `<stem>_openvino_model/` holding `<stem>.xml`, `<stem>.bin` and `metadata.yaml`.
 
 Goes through the ONNX exporter (same graph, same I/O names, in-graph NMS included), then `openvino.convert_model`
-and `openvino.save_model(compress_to_fp16=half)`. `int8=True` runs NNCF post-training quantisation on images of
+and `openvino.save_model(compress_to_fp16=half)`.
+
+A static export (dynamic=False) declares the fixed input shape (batch, 3, imgsz) like the incumbent's, but its graph
+is traced with symbolic height and width, so the shapes inside it are computed rather than baked in: the IR can be
+reshaped to any other stride-multiple size. `metadata.yaml` says so (`reshapeable: true`), and yoloseg's OpenVINO
+backend then predicts at the image's own letterboxed shape, as PyTorch does (bus.jpg: 640x480, a quarter fewer
+pixels than the 640x640 square), compiling once per shape. `int8=True` runs NNCF post-training quantisation on images of
 the `data=` dataset's val split (letterboxed to imgsz like predict); it needs `pip install nncf`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +90,18 @@ def export_openvino(
     if cfg.int8 and importlib.util.find_spec("nncf") is None:  # fail before any work
         raise ImportError("OpenVINO int8=True needs NNCF for the post-training quantisation: pip install nncf")
     stem = folder.name.removesuffix("_openvino_model")
+    reshapeable = not cfg.dynamic
+    if reshapeable:
+        metadata = {**metadata, "reshapeable": True}
     with atomic_dir(folder) as tmp:
-        onnx_file = export_onnx(model, tmp / f"{stem}.onnx", cfg, metadata, sample)
+        onnx_file = export_onnx(model, tmp / f"{stem}.onnx", replace(cfg, dynamic=True), metadata, sample)
         # convert_model comes from openvino.tools.ovc; a runtime-only install lacks it, and the runtime's own ONNX
         # frontend reads the same graph
         convert = getattr(ov, "convert_model", None) or ov.Core().read_model
         ov_model = convert(str(onnx_file))
         onnx_file.unlink()
+        if reshapeable:  # declare the static shape; the graph inside keeps computing its shapes from it
+            ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(list(sample.shape))})
         if cfg.int8:
             ov_model = quantize_int8(ov_model, cfg)
         for key, value in metadata.items():
