@@ -296,6 +296,33 @@ def test_openvino_static_export_runs_smaller_inputs_unpadded(model, images, refe
     )  # fmt: skip
 
 
+@needs_openvino
+def test_openvino_backends_released_in_any_order_leave_signals_working(model, export_dir):
+    """OpenVINO's CPU plugin points the calling thread's signal stack at a buffer of its Core and puts the previous
+    one back when that Core goes; Cores released in creation order left the thread's signal stack dangling, and the
+    next signal with a Python handler (a child process exiting, under a DataLoader's SIGCHLD handler) killed the
+    process with SIGSEGV. Backends share one Core; checked in a child process, as a failure kills its process."""
+    import subprocess
+    import sys
+
+    path = _export(model, export_dir, "static", format="openvino", imgsz=list(RUN_SIZE))
+    script = f"""
+import gc, os, signal, torch
+from yoloseg.export.backends import load_backend
+first, second = load_backend({str(path)!r}), load_backend({str(path)!r})
+first(torch.zeros(1, 3, 32, 32))
+second(torch.zeros(1, 3, 32, 32))
+del first
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGUSR1, lambda *args: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "handled" in run.stdout, f"rc {run.returncode}: {run.stderr[-500:]}"
+
+
 def test_unsupported_formats_are_clear(model, tmp_path):
     for fmt in ("engine", "tflite", "coreml", "ncnn"):
         with pytest.raises(ValueError, match="supported formats are onnx, torchscript, openvino"):

@@ -14,6 +14,7 @@ A `reshapeable` backend (yoloseg's static OpenVINO exports) runs a smaller H x W
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import json
 import warnings
@@ -215,6 +216,20 @@ class OnnxBackend(Backend):
         return [torch.from_numpy(o) for o in self.session.run(self.output_names, {self.input_name: x})]
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one `openvino.Core`, made on first use.
+
+    One Core, not one per model: OpenVINO's CPU plugin (2026.4) points the compiling thread's signal stack
+    (sigaltstack) at a buffer of its Core and puts the previous one back when that Core is destroyed. Cores destroyed
+    in creation order left the thread's signal stack pointing at freed memory, and the next signal with a Python
+    handler (a child process exiting under a DataLoader's SIGCHLD handler) killed the process with SIGSEGV.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOBackend(Backend):
     """An OpenVINO IR on the CPU plugin. A static IR exported by yoloseg (`reshapeable` in its metadata) is compiled
     once per input shape it meets, the MAX_SHAPES most recent kept; other static IRs run at their declared shape."""
@@ -223,7 +238,6 @@ class OpenVINOBackend(Backend):
     MAX_SHAPES = 8
 
     def __init__(self, path: Path, device: torch.device, fp16: bool = False, ov_precision: str | None = "fp32"):
-        import openvino as ov
 
         folder = path if path.is_dir() else path.parent
         xml = path if path.suffix == ".xml" else next(iter(sorted(folder.glob("*.xml"))), None)
@@ -231,7 +245,7 @@ class OpenVINOBackend(Backend):
             raise FileNotFoundError(f"{folder}: no OpenVINO .xml model in this folder")
         meta_file = folder / "metadata.yaml"
         metadata = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
-        core = ov.Core()
+        core = openvino_core()
         model = core.read_model(str(xml))
         config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
         if (pinned := restricted_cpus()) is not None:

@@ -24,6 +24,7 @@ import yaml
 from torch import nn
 
 from ..utils.log import log
+from .backends import openvino_core
 from .common import ExportConfig, atomic_dir
 from .onnx import export_onnx
 
@@ -97,7 +98,7 @@ def export_openvino(
         onnx_file = export_onnx(model, tmp / f"{stem}.onnx", replace(cfg, dynamic=True), metadata, sample)
         # convert_model comes from openvino.tools.ovc; a runtime-only install lacks it, and the runtime's own ONNX
         # frontend reads the same graph
-        convert = getattr(ov, "convert_model", None) or ov.Core().read_model
+        convert = getattr(ov, "convert_model", None) or openvino_core().read_model
         ov_model = convert(str(onnx_file))
         onnx_file.unlink()
         if reshapeable:  # declare the static shape; the graph inside keeps computing its shapes from it
