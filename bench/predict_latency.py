@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=Path, nargs="+", default=[SHARED / "data/images/bus.jpg", SHARED / "data/images/zidane.jpg"]
     )
     ap.add_argument(
-        "--backends", nargs="+", default=["pytorch", "pytorch_compile", "onnx", "openvino"],
+        "--backends", nargs="+", default=["pytorch", "pytorch_compile", "onnx", "openvino", "openvino_square"],
         choices=BACKENDS,
     )  # fmt: skip
     ap.add_argument("--throughput-images", type=Path, default=SHARED / "data/coco128-seg/images")
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "runs": a.runs,
         "warmup": 3,
-        "note": "PyTorch predicts at a rectangular letterbox (bus.jpg 640x480); exports are static 640x640",
+        "note": "PyTorch and yoloseg's (reshapeable) static OpenVINO export predict at a rectangular letterbox "
+        "(bus.jpg 640x480); the ONNX and `_square` rows at the static 640x640, `_dynamic` rows from dynamic exports",
         "models": results,
         "throughput_img_per_s": {
             "images": len(files),
