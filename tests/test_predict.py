@@ -583,6 +583,31 @@ def test_half_on_a_cpu_with_bf16_hardware_autocasts_and_keeps_predictions(monkey
     assert (inter / union).min() > 0.95
 
 
+def test_bf16_forward_keeps_bf16_weights_and_the_autocast_numbers():
+    """Under CPU bf16 autocast the forward holds its own copy with bf16 convolution weights (autocast would cast
+    every fp32 weight again on each call): bit-identical outputs, the weight casts gone, the DFL projection and the
+    caller's model left fp32."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from yoloseg.engine.inference import CompiledForward, inference_copy
+
+    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    forward = CompiledForward(model, bf16=True)
+    convs = [m for m in forward.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    dfl = forward.model.model[-1].dfl.conv
+    assert dfl.weight.dtype == torch.float32 and all(m.weight.dtype == torch.bfloat16 for m in convs if m is not dfl)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            got = forward(x)
+    assert all(torch.equal(a.float(), b) for a, b in zip(expected, got)) and got[0].dtype == torch.float32
+    casts = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+    assert casts < len(convs) // 4, casts  # the input, the head's fp32 decoding: not one per weight
+
+
 def test_half_on_a_cpu_without_bf16_hardware_warns_and_runs_fp32(monkeypatch, log_messages):
     import yoloseg.engine.inference as inference
 

@@ -103,6 +103,23 @@ def compile_mode(value: Any) -> str | None:
     return "default" if value is True or str(value).lower() in ("true", "1") else str(value)
 
 
+def bf16_weights(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose convolution and linear weights and biases are bf16 already, for running under CPU bf16
+    autocast: the same numbers (autocast rounds them to bf16 anyway), without autocast casting each of them again on
+    every call (it caches only the casts of weights that require grad): ~200 casts, 17 MB, per yolo11n-seg forward.
+    The head's DFL projection stays fp32, as the box decoding runs in fp32 outside autocast."""
+    from ..nn.blocks import DFL
+
+    model = copy.deepcopy(model)
+    keep = {id(p) for m in model.modules() if isinstance(m, DFL) for p in m.parameters()}
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            for name, p in m.named_parameters(recurse=False):
+                if id(p) not in keep and p.dtype == torch.float32:
+                    setattr(m, name, nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False))
+    return model
+
+
 class CompiledForward:
     """Calls `model` through torch.compile when `compile` asks for it (True or a mode name), under CPU bf16 autocast
     when `bf16` (outputs come back fp32; the head decodes boxes in fp32 itself).
@@ -112,10 +129,11 @@ class CompiledForward:
     """
 
     def __init__(self, model: nn.Module, compile: Any = False, bf16: bool = False):
-        self.model, self.mode, self.bf16 = model, compile_mode(compile), bf16
+        self.mode, self.bf16 = compile_mode(compile), bf16
+        self.model = bf16_weights(model) if bf16 else model
         self.compiled = None
         if self.mode is not None:
-            self.compiled = torch.compile(model, mode=None if self.mode == "default" else self.mode)
+            self.compiled = torch.compile(self.model, mode=None if self.mode == "default" else self.mode)
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if not self.bf16:
