@@ -280,6 +280,28 @@ def test_openvino_static_export_runs_smaller_inputs_unpadded(model, images, refe
     frame = np.full((30, 90, 3), 100, np.uint8)  # wide: letterboxed to 32 x 96, not padded to 128 x 96
     assert tuple(predictor.preprocess([frame]).shape) == (1, 3, 32, 96)
 
+    class Unreshapeable:  # a graph that cannot take a new shape after all: padded, with a warning
+        inputs = [None]
+
+        def clone(self):
+            return self
+
+        def reshape(self, shapes):
+            raise RuntimeError("shape inference failed")
+
+    fragile = load_backend(path)
+    fragile.ov_model = Unreshapeable()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        y, protos = fragile(small[:1])
+    finally:
+        LOGGER.removeHandler(handler)
+    assert not fragile.reshapeable and any("padding inputs" in m for m in messages)
+    assert y.shape[2] == reference[0].shape[2] and protos.shape[2:] == protos_ref.shape[2:]
+
     foreign = tmp_path / "foreign_openvino_model"
     foreign.mkdir()
     for f in path.iterdir():

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ..utils.log import LOGGER
 from ..utils.torch_utils import restricted_cpus
 
 PAD_VALUE = 114 / 255
@@ -216,6 +217,10 @@ class OnnxBackend(Backend):
         return [torch.from_numpy(o) for o in self.session.run(self.output_names, {self.input_name: x})]
 
 
+class _ReshapeFailed(Exception):
+    """An OpenVINO model could not be reshaped / compiled for an input shape."""
+
+
 @functools.cache
 def openvino_core() -> Any:
     """The process's one `openvino.Core`, made on first use.
@@ -274,9 +279,15 @@ class OpenVINOBackend(Backend):
         trial = self.ov_model.clone()
         try:
             trial.reshape({trial.inputs[0]: ov.PartialShape([dims[0], dims[1], max(dims[2] - 32, 32), dims[3]])})
-        except RuntimeError:
+        except Exception:  # noqa: BLE001 - any failure: run it as a plain static model
             return False
         return True
+
+    def _run_static(self, im: torch.Tensor) -> list[torch.Tensor]:
+        try:
+            return super()._run_static(im)
+        except _ReshapeFailed:  # reshapeable is off now: padded to the declared shape instead
+            return super()._run_static(im)
 
     def _compiled_for(self, shape: tuple[int, ...]) -> Any:
         """The model compiled for input `shape` (B, C, H, W): the declared one, or a reshaped copy (cached)."""
@@ -287,9 +298,14 @@ class OpenVINOBackend(Backend):
         if compiled is None:
             if self.dynamic or not self.reshapeable:
                 return self.compiled
-            model = self.ov_model.clone()
-            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
-            compiled = self.core.compile_model(model, "CPU", self.config)
+            try:
+                model = self.ov_model.clone()
+                model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+                compiled = self.core.compile_model(model, "CPU", self.config)
+            except Exception as e:  # noqa: BLE001 - a shape this graph cannot take
+                LOGGER.warning(f"WARNING: {self.path.name}: no model for input {list(shape)} ({e}); padding inputs")
+                self.reshapeable = False
+                raise _ReshapeFailed from e
         self.by_shape[key] = compiled  # most recent last
         while len(self.by_shape) > self.MAX_SHAPES:
             del self.by_shape[next(iter(self.by_shape))]
