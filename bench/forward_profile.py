@@ -2,6 +2,7 @@
 
 The inference copy the predictor runs (BN fused, channels-last), batch 1 at 640x480 (bus.jpg's letterbox), in fp32 and,
 on a CPU with bf16 hardware, under the bf16 autocast of half=True. Shows what is left besides the convolutions.
+Also times experiments that call oneDNN directly (see conv_variant), with their distance from the fp32 outputs.
     python bench/forward_profile.py [--threads N] [--runs 10]
 """
 
@@ -37,6 +38,40 @@ def profile_forward(forward, x: torch.Tensor, runs: int) -> dict:
     }
 
 
+def conv_variant(model: torch.nn.Module, kind: str, dtype: torch.dtype) -> torch.nn.Module:
+    """An experiment, not the shipped path: a copy of `model` whose convolutions call oneDNN directly.
+
+    kind "onednn": every Conv2d through aten.mkldnn_convolution (PyTorch sends small batch-1 convolutions to its
+    slower native kernel otherwise); "fused_silu": Conv + SiLU blocks as one oneDNN convolution with a swish post-op.
+    Inputs are cast to `dtype` (bf16 under autocast: these ops are not on autocast's lists).
+    """
+    import copy
+
+    from yoloseg.engine.inference import bf16_weights
+    from yoloseg.nn.blocks import DFL, Conv
+
+    model = bf16_weights(model) if dtype == torch.bfloat16 else copy.deepcopy(model)
+    skip = {id(m.conv) for m in model.modules() if isinstance(m, DFL)}
+
+    def direct(conv: torch.nn.Conv2d, attr: str):
+        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(dtype)
+            if attr == "none":
+                return torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, *args)
+            return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *args, attr, [], "")
+
+        return forward
+
+    for m in model.modules():
+        if kind == "fused_silu" and isinstance(m, Conv) and isinstance(m.act, torch.nn.SiLU) and not hasattr(m, "bn"):
+            m.forward = direct(m.conv, "swish")
+        elif kind == "onednn" and isinstance(m, torch.nn.Conv2d) and id(m) not in skip:
+            m.forward = direct(m, "none")
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
@@ -52,8 +87,20 @@ def main() -> None:
     x = torch.rand(1, 3, 480, 640).contiguous(memory_format=torch.channels_last)
     report = {"threads": torch.get_num_threads(), "input": list(x.shape)}
     report["fp32"] = profile_forward(CompiledForward(model), x, args.runs)
+    with torch.inference_mode():
+        reference = CompiledForward(model)(x)[0]
+    variants = [("fp32_fused_silu", "fused_silu", torch.float32, False)]
     if cpu_bf16_supported():
         report["bf16_autocast"] = profile_forward(CompiledForward(model, bf16=True), x, args.runs)
+        variants += [(f"bf16_{kind}", kind, torch.bfloat16, True) for kind in ("onednn", "fused_silu")]
+    for name, kind, dtype, bf16 in variants:  # experiments: timing, and how far the outputs move from fp32
+        forward = CompiledForward(conv_variant(model, kind, dtype))
+        if bf16:
+            forward.bf16 = True  # autocast around the variant, whose weights are bf16 already
+        report[name] = profile_forward(forward, x, args.runs)
+        with torch.inference_mode():
+            out = forward(x)[0]
+        report[name]["max_rel_diff_vs_fp32"] = float((out - reference).abs().max() / reference.abs().max())
     print(json.dumps(report))
 
 
