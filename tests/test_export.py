@@ -271,14 +271,19 @@ def test_openvino_static_export_runs_smaller_inputs_unpadded(model, images, refe
         assert y.shape == y_ref[:n].shape and protos.shape == protos_ref[:n].shape  # 8 x 12 cells at stride 8
         assert ((y - y_ref[:n]).abs().max() / y_ref.abs().max()).item() < 1e-3
         assert (protos - protos_ref[:n]).abs().max().item() < 1e-3
-    assert list(backend.by_shape) == [RUN_SIZE, (64, 96)]
-    backend.MAX_SHAPES = 2
+    assert list(backend.by_shape) == [(64, 96)]  # other shapes than the declared one, the most recent last
     backend(images[:1, :, :32, :32])
-    assert list(backend.by_shape) == [(64, 96), (32, 32)]  # the least recently used shape left
+    backend(small[:1])
+    assert list(backend.by_shape) == [(32, 32), (64, 96)]
+    backend.MAX_SHAPES = 1
+    backend(images[:1, :, :32, :64])
+    assert list(backend.by_shape) == [(32, 64)]  # the least recently used shapes left
 
     predictor = Predictor(backend, {"imgsz": list(RUN_SIZE), "verbose": False})
     frame = np.full((30, 90, 3), 100, np.uint8)  # wide: letterboxed to 32 x 96, not padded to 128 x 96
     assert tuple(predictor.preprocess([frame]).shape) == (1, 3, 32, 96)
+    predictor.predict(frame)  # compiled for 32 x 96 before the timed stages
+    assert list(backend.by_shape)[-1] == (32, 96)
 
     class Unreshapeable:  # a graph that cannot take a new shape after all: padded, with a warning
         inputs = [None]

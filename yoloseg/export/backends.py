@@ -237,13 +237,13 @@ def openvino_core() -> Any:
 
 class OpenVINOBackend(Backend):
     """An OpenVINO IR on the CPU plugin. A static IR exported by yoloseg (`reshapeable` in its metadata) is compiled
-    once per input shape it meets, the MAX_SHAPES most recent kept; other static IRs run at their declared shape."""
+    for each input shape when first met, the declared one included (so a one-off prediction at another shape compiles
+    once), keeping the MAX_SHAPES most recent other shapes; other IRs are compiled once, at load."""
 
     format = "openvino"
     MAX_SHAPES = 8
 
     def __init__(self, path: Path, device: torch.device, fp16: bool = False, ov_precision: str | None = "fp32"):
-
         folder = path if path.is_dir() else path.parent
         xml = path if path.suffix == ".xml" else next(iter(sorted(folder.glob("*.xml"))), None)
         if xml is None:
@@ -259,9 +259,10 @@ class OpenVINOBackend(Backend):
             if ov_precision not in OV_PRECISIONS:
                 raise ValueError(f"ov_precision={ov_precision!r}: use one of {', '.join(OV_PRECISIONS)} or 'auto'")
             config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[ov_precision]
-        self.core, self.config, self.ov_model = core, config, model
-        self.compiled = core.compile_model(model, "CPU", config)
         super().__init__(xml, metadata, torch.device("cpu"), False)
+        self.core, self.config, self.declared = core, config, model
+        self.ov_model = model  # what reshaped copies are cloned from
+        self.by_shape: dict[tuple[int, ...], Any] = {}
         shape = model.inputs[0].get_partial_shape()
         if shape.is_static:
             dims = [d.get_length() for d in shape]
@@ -269,7 +270,7 @@ class OpenVINOBackend(Backend):
             self.reshapeable = bool(self.metadata["reshapeable"]) and self._reshape_check(dims)
         else:
             self.dynamic = True
-        self.by_shape = {tuple(self.imgsz): self.compiled} if shape.is_static else {}
+        self.compiled = None if self.reshapeable else core.compile_model(model, "CPU", config)
         self.device = device if device.type == "cpu" else torch.device("cpu")
 
     def _reshape_check(self, dims: list[int]) -> bool:
@@ -289,15 +290,30 @@ class OpenVINOBackend(Backend):
         except _ReshapeFailed:  # reshapeable is off now: padded to the declared shape instead
             return super()._run_static(im)
 
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Compile for inputs of `shape` (B, C, H, W) now, if new (the predictor calls it before its timed stages).
+        Inputs run in chunks of the export's static batch, so that is the batch compiled for."""
+        if self.dynamic:
+            return
+        try:
+            self._compiled_for((self.batch, *shape[1:]))
+        except _ReshapeFailed:
+            pass  # warned; the run pads instead
+
+    def _declared_compiled(self) -> Any:
+        if self.compiled is None:
+            self.compiled = self.core.compile_model(self.declared, "CPU", self.config)
+        return self.compiled
+
     def _compiled_for(self, shape: tuple[int, ...]) -> Any:
         """The model compiled for input `shape` (B, C, H, W): the declared one, or a reshaped copy (cached)."""
         import openvino as ov
 
         key = tuple(shape[2:])
+        if self.dynamic or not self.reshapeable or key == tuple(self.imgsz):
+            return self._declared_compiled()
         compiled = self.by_shape.pop(key, None)
         if compiled is None:
-            if self.dynamic or not self.reshapeable:
-                return self.compiled
             try:
                 model = self.ov_model.clone()
                 model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
@@ -313,7 +329,7 @@ class OpenVINOBackend(Backend):
 
     def _run(self, im: torch.Tensor) -> list[torch.Tensor]:
         x = im.detach().cpu().numpy().astype(np.float32)
-        compiled = self.compiled if self.dynamic else self._compiled_for(x.shape)
+        compiled = self._compiled_for(x.shape)
         result = compiled(x)
         return [torch.from_numpy(np.asarray(result[port])) for port in compiled.outputs]
 
