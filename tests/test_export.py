@@ -285,17 +285,11 @@ def test_openvino_static_export_runs_smaller_inputs_unpadded(model, images, refe
     predictor.predict(frame)  # compiled for 32 x 96 before the timed stages
     assert list(backend.by_shape)[-1] == (32, 96)
 
-    class Unreshapeable:  # a graph that cannot take a new shape after all: padded, with a warning
-        inputs = [None]
-
-        def clone(self):
-            return self
-
-        def reshape(self, shapes):
-            raise RuntimeError("shape inference failed")
+    def unreshapeable(shape):  # a graph that cannot take a new shape after all: padded, with a warning
+        raise RuntimeError("shape inference failed")
 
     fragile = load_backend(path)
-    fragile.ov_model = Unreshapeable()
+    fragile._reshaped = unreshapeable
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())

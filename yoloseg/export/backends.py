@@ -260,8 +260,7 @@ class OpenVINOBackend(Backend):
                 raise ValueError(f"ov_precision={ov_precision!r}: use one of {', '.join(OV_PRECISIONS)} or 'auto'")
             config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[ov_precision]
         super().__init__(xml, metadata, torch.device("cpu"), False)
-        self.core, self.config, self.declared = core, config, model
-        self.ov_model = model  # what reshaped copies are cloned from
+        self.core, self.config, self.ov_model = core, config, model
         self.by_shape: dict[tuple[int, ...], Any] = {}
         shape = model.inputs[0].get_partial_shape()
         if shape.is_static:
@@ -273,13 +272,18 @@ class OpenVINOBackend(Backend):
         self.compiled = None if self.reshapeable else core.compile_model(model, "CPU", config)
         self.device = device if device.type == "cpu" else torch.device("cpu")
 
-    def _reshape_check(self, dims: list[int]) -> bool:
-        """Whether the graph really takes another size (shape inference only, no compilation)."""
+    def _reshaped(self, shape: list[int]) -> Any:
+        """A copy of the model for input `shape` (B, C, H, W), shape inference done (no compilation yet)."""
         import openvino as ov
 
-        trial = self.ov_model.clone()
+        model = self.ov_model.clone()
+        model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+        return model
+
+    def _reshape_check(self, dims: list[int]) -> bool:
+        """Whether the graph really takes another size."""
         try:
-            trial.reshape({trial.inputs[0]: ov.PartialShape([dims[0], dims[1], max(dims[2] - 32, 32), dims[3]])})
+            self._reshaped([dims[0], dims[1], max(dims[2] - 32, 32), dims[3]])
         except Exception:  # noqa: BLE001 - any failure: run it as a plain static model
             return False
         return True
@@ -302,22 +306,18 @@ class OpenVINOBackend(Backend):
 
     def _declared_compiled(self) -> Any:
         if self.compiled is None:
-            self.compiled = self.core.compile_model(self.declared, "CPU", self.config)
+            self.compiled = self.core.compile_model(self.ov_model, "CPU", self.config)
         return self.compiled
 
     def _compiled_for(self, shape: tuple[int, ...]) -> Any:
         """The model compiled for input `shape` (B, C, H, W): the declared one, or a reshaped copy (cached)."""
-        import openvino as ov
-
         key = tuple(shape[2:])
         if self.dynamic or not self.reshapeable or key == tuple(self.imgsz):
             return self._declared_compiled()
         compiled = self.by_shape.pop(key, None)
         if compiled is None:
             try:
-                model = self.ov_model.clone()
-                model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
-                compiled = self.core.compile_model(model, "CPU", self.config)
+                compiled = self.core.compile_model(self._reshaped(list(shape)), "CPU", self.config)
             except Exception as e:  # noqa: BLE001 - a shape this graph cannot take
                 LOGGER.warning(f"WARNING: {self.path.name}: no model for input {list(shape)} ({e}); padding inputs")
                 self.reshapeable = False

@@ -1,14 +1,14 @@
 """OpenVINO export: `<stem>_openvino_model/` holding `<stem>.xml`, `<stem>.bin` and `metadata.yaml`.
 
 Goes through the ONNX exporter (same graph, same I/O names, in-graph NMS included), then `openvino.convert_model`
-and `openvino.save_model(compress_to_fp16=half)`.
+and `openvino.save_model(compress_to_fp16=half)`. `int8=True` runs NNCF post-training quantisation on images of
+the `data=` dataset's val split (letterboxed to imgsz like predict); it needs `pip install nncf`.
 
 A static export (dynamic=False) declares the fixed input shape (batch, 3, imgsz) like the incumbent's, but its graph
 is traced with symbolic height and width, so the shapes inside it are computed rather than baked in: the IR can be
 reshaped to any other stride-multiple size. `metadata.yaml` says so (`reshapeable: true`), and yoloseg's OpenVINO
 backend then predicts at the image's own letterboxed shape, as PyTorch does (bus.jpg: 640x480, a quarter fewer
-pixels than the 640x640 square), compiling once per shape. `int8=True` runs NNCF post-training quantisation on images of
-the `data=` dataset's val split (letterboxed to imgsz like predict); it needs `pip install nncf`.
+pixels than the 640x640 square), compiling once per shape.
 """
 
 from __future__ import annotations
