@@ -139,17 +139,14 @@ def exported(model, fmt: str, imgsz: int, workdir: Path, dynamic: bool = False) 
     dynamic); exported once per model, format and shape mode (`openvino` and `openvino_auto` run the same export)."""
     from yoloseg import YOLO
 
-    weights = workdir / "model.pt"
+    # dynamic exports get their own folder: an export's file name does not say static or dynamic
+    weights = workdir / ("dynamic" if dynamic else "") / "model.pt"
     if not weights.exists():
         from yoloseg.engine.saving import make_checkpoint
         from yoloseg.nn.checkpoint import save_checkpoint
 
+        weights.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(weights, make_checkpoint(model))
-    if dynamic:  # its own folder: an export's file name does not say static or dynamic
-        workdir = workdir / "dynamic"
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "model.pt").write_bytes(weights.read_bytes())
-        weights = workdir / "model.pt"
     return YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu", dynamic=dynamic)
 
 
