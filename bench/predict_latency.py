@@ -4,10 +4,11 @@ End-to-end = one `Predictor.predict(path)` call (read, letterbox, forward, NMS, 
 the median of --runs calls after 3 warm-ups, per image; with the per-stage medians from `Results.speed`. Also
 times `masks.xy` for a synthetic image with 50 objects (the dense-scene cost of polygon extraction).
 
-Each model runs on each backend: PyTorch (eager, torch.compile'd, and half=True: bf16 autocast on a CPU with AMX /
-AVX512-BF16), ONNX Runtime and OpenVINO (static 640x640 fp32 exports, as the incumbent's figures; `openvino` runs
-them in fp32, `openvino_auto` lets OpenVINO pick, which is bf16 on AMX as in the incumbent's OpenVINO figure); plus
-throughput over the coco128 images at batch 1 and 8 and peak memory. A static OpenVINO export of yoloseg runs bus.jpg
+Each model runs on each backend: PyTorch (the default, which runs a TorchScript graph from the third call on;
+`pytorch_eager` with jit=False; torch.compile'd; half=True: bf16 autocast on a CPU with AMX / AVX512-BF16), ONNX
+Runtime and OpenVINO (static 640x640 fp32 exports, as the incumbent's figures; `openvino` runs them in fp32,
+`openvino_auto` lets OpenVINO pick, which is bf16 on AMX as in the incumbent's OpenVINO figure); plus throughput
+over the coco128 images at batch 1 and 8 and peak memory. A static OpenVINO export of yoloseg runs bus.jpg
 at 640x480 like PyTorch (it is reshapeable); the `_square` rows pad it to 640x640 as the incumbent's static export
 runs, the `_dynamic` rows use dynamic=True exports (see BACKENDS).
 
@@ -127,7 +128,7 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
 # (bus.jpg: 640x480) as PyTorch does, instead of the static export's 640x640 square. yoloseg's static OpenVINO
 # export does that too (it is reshapeable); `_square` runs it padded to 640x640 instead, as the incumbent's does.
 BACKENDS = [
-    "pytorch", "pytorch_compile", "pytorch_bf16", "onnx", "onnx_dynamic", "openvino", "openvino_auto",
+    "pytorch", "pytorch_eager", "pytorch_compile", "pytorch_bf16", "onnx", "onnx_dynamic", "openvino", "openvino_auto",
     "openvino_square", "openvino_auto_square", "openvino_dynamic", "openvino_auto_dynamic", "torchscript",
 ]  # fmt: skip
 INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
@@ -160,7 +161,12 @@ def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict
         try:
             if backend.startswith("pytorch"):
                 args = {"imgsz": a.imgsz, "verbose": False, "device": a.device}
-                extra = {"pytorch_compile": {"compile": True}, "pytorch_bf16": {"half": True}}.get(backend, {})
+                extra = {
+                    "pytorch_eager": {"jit": False},
+                    "pytorch_compile": {"compile": True},
+                    "pytorch_bf16": {"half": True},
+                }
+                extra = extra.get(backend, {})
                 predict = Predictor(model, {**args, **extra}).predict
             elif backend.startswith("openvino"):
                 from yoloseg.export.backends import load_backend
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=Path, nargs="+", default=[SHARED / "data/images/bus.jpg", SHARED / "data/images/zidane.jpg"]
     )
     ap.add_argument(
-        "--backends", nargs="+", default=["pytorch", "pytorch_compile", "onnx", "openvino", "openvino_square"],
+        "--backends", nargs="+", default=["pytorch", "pytorch_eager", "pytorch_compile", "onnx", "openvino", "openvino_square"],
         choices=BACKENDS,
     )  # fmt: skip
     ap.add_argument("--throughput-images", type=Path, default=SHARED / "data/coco128-seg/images")

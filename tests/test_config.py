@@ -131,7 +131,15 @@ INCUMBENT_DEFAULTS = {
     "cfg": None,
     "tracker": "tracktrack.yaml",
 }
-OURS = {"task": "segment", "half": False, "int8": False, "masks": False, "crop_masks": True, "stream": False}
+OURS = {
+    "task": "segment",
+    "half": False,
+    "int8": False,
+    "masks": False,
+    "crop_masks": True,
+    "stream": False,
+    "jit": True,
+}
 
 
 def test_defaults_match_incumbent_and_ours():

@@ -6,6 +6,7 @@ import functools
 import http.server
 import json
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -540,6 +541,182 @@ def test_compile_gives_the_same_predictions():
     torch.testing.assert_close(result.boxes.data, eager.boxes.data, atol=1e-3, rtol=1e-4)
     inter = (result.masks.data.bool() & eager.masks.data.bool()).sum()
     assert inter / (result.masks.data.bool() | eager.masks.data.bool()).sum() > 0.99
+
+
+def _conv_calls(monkeypatch) -> list[int]:
+    """Counts eager nn.Conv2d calls (a TorchScript graph runs none)."""
+    calls = []
+    conv_forward = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        calls.append(1)
+        return conv_forward(self, x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    return calls
+
+
+def test_repeated_calls_run_a_frozen_graph_with_the_same_predictions(monkeypatch):
+    """A CPU predictor called again and again traces its model into a frozen TorchScript graph at the third call,
+    outside the timed stages; later calls, at any shape, run the graph (no eager module calls) with the eager
+    predictions."""
+    import yoloseg.engine.predictor as predictor_module
+
+    model = _reference_model("yolo11n-seg-shapes")
+    image = str(shared_path("data", "shapes-ref-seg/images/val/00000.jpg"))
+    eager = Predictor(model, {"imgsz": 256, "verbose": False, "jit": False})
+    expected = [eager.predict(image)[0]]
+    expected.append(Predictor(model, {"imgsz": 192, "verbose": False, "jit": False}).predict(image)[0])
+    assert len(expected[0]) >= 3 and len(expected[1]) >= 1
+    trace = torch.jit.trace
+
+    def slow_trace(*args, **kwargs):
+        time.sleep(0.5)  # the trace is setup: it must not show in the reported inference time
+        return trace(*args, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", slow_trace)
+    predictor = Predictor(model, {"imgsz": 256, "verbose": False})
+    calls = _conv_calls(monkeypatch)
+    runs = []
+    for k in range(predictor_module.GRAPH_AFTER + 1):
+        calls.clear()
+        runs.append((predictor.predict(image)[0], len(calls)))
+        if k == 0:
+            assert predictor.forward.graph is None
+    assert [n > 0 for _, n in runs] == [True] * (predictor_module.GRAPH_AFTER - 1) + [True, False]  # trace, then none
+    assert predictor.forward.graph is not None
+    assert eager.forward.graph is None
+    assert all(r.speed["inference"] < 400 for r, _ in runs)
+    predictor.update_args({"imgsz": 192})
+    calls.clear()
+    runs.append((predictor.predict(image)[0], len(calls)))
+    assert runs[-1][1] == 0  # the new shape ran through the same graph
+    for (r, _), e in zip(runs, [expected[0]] * (len(runs) - 1) + [expected[1]]):
+        torch.testing.assert_close(r.boxes.data, e.boxes.data, atol=1e-3, rtol=1e-5)
+        assert (r.masks.data != e.masks.data).float().mean() < 1e-4
+    assert not predictor.reusable_for({"jit": False})
+
+
+def test_graph_only_where_it_pays(tmp_path, monkeypatch):
+    """One call on a short list of images stays eager; a long list or a video gets the graph from its third batch."""
+    import yoloseg.engine.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "GRAPH_MIN_LEFT", 5)
+    model = _tiny_model()
+    folder = tmp_path / "few"
+    _write_images(folder, 6)
+    few = Predictor(model, {"imgsz": 64, "verbose": False})
+    assert len(few.predict(str(folder))) == 6 and few.forward.graph is None  # 4 left at the third image
+    many = tmp_path / "many"
+    _write_images(many, 8)
+    long = Predictor(model, {"imgsz": 64, "verbose": False})
+    calls = _conv_calls(monkeypatch)
+    long.predict(str(many))
+    assert long.forward.graph is not None and len(calls) > 0
+    video = tmp_path / "clip.mp4"
+    _write_video(video)
+    clip = Predictor(model, {"imgsz": 64, "verbose": False})
+    calls.clear()
+    assert len(clip.predict(str(video))) == 7 and clip.forward.graph is not None
+    per_frame = len(calls) / (predictor_module.GRAPH_AFTER - 1 + 3)  # eager: 2 frames, the check and 2 warm-ups
+    assert calls and per_frame == int(per_frame)  # frames 3-7 ran no eager convolution
+    off = Predictor(model, {"imgsz": 64, "verbose": False, "jit": False})
+    off.predict(str(video))
+    assert off.forward.graph is None
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: module)
+    compiled = Predictor(model, {"imgsz": 64, "verbose": False, "compile": True})
+    assert not compiled.forward.graphs  # torch.compile, when asked for, replaces the graph
+
+
+def test_graph_serves_other_shapes_and_batches():
+    from yoloseg.engine.inference import CPU_MICRO_BATCH_PIXELS, CompiledForward, forward_batched, inference_copy
+
+    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    forward = CompiledForward(model, graphs=True)
+    forward.prepare(torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last))
+    assert forward.graph is not None
+    x = torch.rand(5, 3, 96, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = forward_batched(forward, x)
+        expected = model(x)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert CPU_MICRO_BATCH_PIXELS // (96 * 64) >= 5  # one call at batch 5 (it was traced at batch 1)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit in the stand-in trace
+def test_graph_that_differs_at_another_shape_is_dropped(monkeypatch, log_messages):
+    """A size baked into the trace fails the check at a second shape: a warning, and the model stays eager."""
+    from yoloseg.engine.inference import CompiledForward, inference_copy
+
+    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    baked = CompiledForward(model, graphs=True)
+
+    def trace_fixed_size(self, x):
+        return torch.jit.freeze(torch.jit.trace(_FixedSize(self.model), x, check_trace=False).eval())
+
+    monkeypatch.setattr(CompiledForward, "_trace", trace_fixed_size)
+    baked.prepare(torch.rand(1, 3, 64, 96))
+    assert baked.graph is None and not baked.graphs
+    assert any("differs from the model at another input shape" in m for m in log_messages)
+
+
+class _FixedSize(torch.nn.Module):
+    """A stand-in for a trace with a size baked in: crops every input to 64x96 before the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x[..., :64, :96])
+
+
+def test_graph_check_leaves_the_global_random_stream_alone():
+    from yoloseg.engine.inference import CompiledForward, inference_copy
+
+    forward = CompiledForward(inference_copy(_tiny_model(), torch.device("cpu")), graphs=True)
+    x = torch.rand(1, 3, 64, 64)
+    state = torch.random.get_rng_state()
+    forward.prepare(x)
+    assert forward.graph is not None and torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_bf16_graph_gives_the_autocast_numbers():
+    """A bf16 graph is traced under autocast with the pre-cast weights and runs outside it: the eager autocast
+    outputs, fp32."""
+    from yoloseg.engine.inference import CompiledForward, inference_copy
+
+    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    forward = CompiledForward(model, bf16=True, graphs=True)
+    x = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = forward(x)
+    forward.prepare(x)
+    assert forward.graph is not None
+    with torch.inference_mode():
+        got = forward(x)
+    assert all(g.dtype == torch.float32 for g in got)
+    for a, b in zip(got, eager):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_tracing_failure_warns_once_and_stays_eager(monkeypatch, log_messages):
+    import yoloseg.engine.predictor as predictor_module
+
+    def broken_trace(*args, **kwargs):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(torch.jit, "trace", broken_trace)
+    model = _tiny_model()
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    predictor = Predictor(model, {"imgsz": 64, "verbose": False, "conf": 0.0001})
+    plain = Predictor(model, {"imgsz": 64, "verbose": False, "conf": 0.0001, "jit": False}).predict(image)[0]
+    for _ in range(predictor_module.GRAPH_AFTER + 2):
+        r = predictor.predict(image)[0]
+        torch.testing.assert_close(r.boxes.data, plain.boxes.data)
+    assert sum("tracing the model failed" in m and "cannot trace this" in m for m in log_messages) == 1
+    assert not predictor.forward.graphs and predictor.forward.graph is None
 
 
 def _box_iou_diag(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

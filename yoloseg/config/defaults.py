@@ -2,7 +2,7 @@
 
 One flat configuration is shared by the `yolo` command and the Python API (`model.train(epochs=3)`): the keys and
 defaults are those of the incumbent's `default.yaml` (8.4), minus keys that only other tasks (classify, pose, obb)
-use, plus `half` / `int8` (precision flags), `crop_masks`, `masks` and `stream`.
+use, plus `half` / `int8` (precision flags), `crop_masks`, `masks`, `stream` and `jit`.
 
     validate_args({"epochs": 1e2, "conf": 0.5})  ->  {"epochs": 100, "conf": 0.5}
     get_config({"epochs": 3}, cfg_file="my.yaml")  ->  every key: defaults <- my.yaml <- {"epochs": 3}
@@ -268,6 +268,12 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 False,
                 "torch.compile the model for predict and val: true or a mode (default, reduce-overhead, max-autotune)",
                 choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+            ),
+            Key(
+                "jit",
+                BOOL,
+                True,
+                "CPU predict: run an input shape that recurs through a frozen TorchScript graph (false: eager; ours)",
             ),
             Key("overlap_mask", BOOL, True, "merge the masks of an image into one index map when training"),
             Key("mask_ratio", INT, 4, "downsample factor of training masks", min=1),

@@ -53,6 +53,10 @@ from .inference import CompiledForward, forward_batched, inference_copy, inferen
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
 TTA_SCALES = (1.0, 0.83, 0.67)
 TTA_FLIPS = (False, True, False)
+# A CPU predictor runs its model as a TorchScript graph (inference.CompiledForward) from the GRAPH_AFTER-th batch on,
+# unless it was called once on fewer than GRAPH_MIN_LEFT images: the trace costs about ten forwards, once.
+GRAPH_AFTER = 3
+GRAPH_MIN_LEFT = 16
 
 
 class Predictor:
@@ -83,7 +87,8 @@ class Predictor:
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
-            self.forward = CompiledForward(self.model, self.args.get("compile"), bf16=precision == "bf16")
+            graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
+            self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
             self.dynamic = True
         else:
             self.model = self.forward = model
@@ -104,6 +109,7 @@ class Predictor:
         self.imgsz = self._resolve_imgsz()
         self.save_dir: Path | None = None
         self.seen = 0
+        self.calls = self.batches = 0  # predict() calls and batches run, over this predictor's life
         self._writers: dict[str, _VideoWriter] = {}
 
     def _resolve_imgsz(self) -> tuple[int, int]:
@@ -124,13 +130,13 @@ class Predictor:
 
     def reusable_for(self, args: dict[str, Any], model: Any = None) -> bool:
         """Whether this predictor can serve a call with `args` (and `model`, when given) after `update_args`:
-        False when the model object or its weights changed since it was built, or device / half / compile differ."""
+        False when the model object or its weights changed since it was built, or device / half / compile / jit differ."""
         if model is not None and model is not self.source_model:
             return False
         if _weights_fingerprint(self.source_model) != self._fingerprint:
             return False  # trained or reloaded in place: the fused inference copy is stale
         merged = {**self.args, **args}
-        return all(merged.get(k) == self.args.get(k) for k in ("device", "half", "channels_last", "compile"))
+        return all(merged.get(k) == self.args.get(k) for k in ("device", "half", "channels_last", "compile", "jit"))
 
     def update_args(self, args: dict[str, Any]) -> None:
         """Take new arguments (conf, imgsz, save flags, ...) for the next calls; a new project / name / exist_ok
@@ -163,6 +169,7 @@ class Predictor:
             self.save_dir = resolve_save_dir(
                 self.args, "predict"
             )  # once per predictor, as the incumbent: later calls add to it
+        self.calls += 1
         gen = self._run(sources)
         return gen if stream else list(gen)
 
@@ -175,9 +182,10 @@ class Predictor:
         n_labels = 0
         self._run_callbacks("on_predict_start")
         try:
+            unbounded = sources.mode in ("video", "stream")
             for batch in sources:
                 self._run_callbacks("on_predict_batch_start")
-                results, shape, dt = self._predict_batch(batch)
+                results, shape, dt = self._predict_batch(batch, None if unbounded else len(sources) - self.seen)
                 self.results = results
                 self._run_callbacks("on_predict_postprocess_end")
                 totals += dt
@@ -203,13 +211,32 @@ class Predictor:
             if a.get("save_txt"):
                 log.info(f"{n_labels} label{'s' * (n_labels != 1)} saved to {self.save_dir / 'labels'}")
 
-    def _predict_batch(self, batch: SourceBatch) -> tuple[list[Results], tuple[int, ...], np.ndarray]:
-        """Preprocess, infer and postprocess one batch; returns (results, input shape, seconds per stage)."""
+    def _graph_due(self, left: int | None) -> bool:
+        """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~ten forwards' time once,
+        then each forward ~10-15% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
+        being called, or of a video, stream or long list (`left`: images left in this call's source, None when
+        unbounded); a short list of images predicted once stays eager."""
+        if not self.forward.graphs or self.forward.graph is not None or self.args.get("augment"):
+            return False
+        if self.batches < GRAPH_AFTER:
+            return False
+        return self.calls >= GRAPH_AFTER or left is None or left >= GRAPH_MIN_LEFT
+
+    def _predict_batch(
+        self, batch: SourceBatch, left: int | None = None
+    ) -> tuple[list[Results], tuple[int, ...], np.ndarray]:
+        """Preprocess, infer and postprocess one batch (`left`: images left in the source, this batch's included,
+        None for videos and streams); returns (results, input shape, seconds per stage)."""
         t0 = time.perf_counter()
         x = self.preprocess(batch.images) if batch.tensor is None else self._to_input(batch.tensor)
         t1 = time.perf_counter()
-        if self.reshapeable:  # a one-off setup, as loading a model: the first input of a shape compiles the backend
-            self.model.prepare(tuple(x.shape))  # for it, outside the timed stages
+        # one-off setups, as loading a model, outside the timed stages: the first input of a shape compiles a
+        # reshapeable backend for it; the model is traced into a TorchScript graph once it pays (CPU)
+        self.batches += 1
+        if self.reshapeable:
+            self.model.prepare(tuple(x.shape))
+        elif self.torch_model and self._graph_due(left):
+            self.forward.prepare(x)
         setup = time.perf_counter() - t1
         with torch.inference_mode():
             out = self.infer(x)
