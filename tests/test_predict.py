@@ -628,6 +628,22 @@ def test_graph_only_where_it_pays(tmp_path, monkeypatch):
     assert not compiled.forward.graphs  # torch.compile, when asked for, replaces the graph
 
 
+def test_graph_is_traced_at_the_micro_batch_size(tmp_path, monkeypatch):
+    """A batched CPU predictor runs micro-batches: the trace (and its warm-up runs) use one, not the whole batch."""
+    import yoloseg.engine.inference as inference
+
+    monkeypatch.setattr(inference, "CPU_MICRO_BATCH_PIXELS", 2 * 64 * 64)
+    traced = []
+    real_trace = inference.CompiledForward._trace
+    monkeypatch.setattr(
+        inference.CompiledForward, "_trace", lambda self, x: traced.append(x.shape) or real_trace(self, x)
+    )
+    _write_images(tmp_path, 24)
+    predictor = Predictor(_tiny_model(), {"imgsz": 64, "verbose": False, "batch": 4})
+    assert len(predictor.predict(str(tmp_path))) == 24
+    assert traced == [(2, 3, 64, 64)] and predictor.forward.graph is not None
+
+
 def test_graph_serves_other_shapes_and_batches():
     from yoloseg.engine.inference import CPU_MICRO_BATCH_PIXELS, CompiledForward, forward_batched, inference_copy
 

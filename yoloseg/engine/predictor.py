@@ -47,7 +47,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batches
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -236,7 +236,7 @@ class Predictor:
         if self.reshapeable:
             self.model.prepare(tuple(x.shape))
         elif self.torch_model and self._graph_due(left):
-            self.forward.prepare(x)
+            self.forward.prepare(micro_batches(x)[0])  # traced (and warmed up) at the size it will run
         setup = time.perf_counter() - t1
         with torch.inference_mode():
             out = self.infer(x)
