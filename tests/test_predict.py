@@ -631,8 +631,10 @@ def test_graph_only_where_it_pays(tmp_path, monkeypatch):
 def test_graph_is_traced_at_the_micro_batch_size(tmp_path, monkeypatch):
     """A batched CPU predictor runs micro-batches: the trace (and its warm-up runs) use one, not the whole batch."""
     import yoloseg.engine.inference as inference
+    import yoloseg.engine.predictor as predictor_module
 
     monkeypatch.setattr(inference, "CPU_MICRO_BATCH_PIXELS", 2 * 64 * 64)
+    monkeypatch.setattr(predictor_module, "GRAPH_MIN_LEFT", 16)  # the third batch of 4 leaves 16 of the 24 images
     traced = []
     real_trace = inference.CompiledForward._trace
     monkeypatch.setattr(
