@@ -35,7 +35,7 @@ run forward_profile 60 bench/forward_profile.py --threads 2
 run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
 run val_shapes_half 60 bench/val_time.py --threads 2 --runs 1 --half "${SHAPES[@]}"
 run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 ${PREDICT_ARGS:-} \
-  --backends ${BACKENDS:-pytorch pytorch_bf16 onnx openvino openvino_auto openvino_auto_square}
+  --backends ${BACKENDS:-pytorch pytorch_eager pytorch_bf16 pytorch_bf16_eager onnx openvino openvino_auto openvino_auto_square}
 run val 120 bench/val_time.py --threads 2 --runs 2
 run val_half 120 bench/val_time.py --threads 2 --runs 2 --half
 run train_epoch "${TRAIN_TIMEOUT:-180}" bench/train_epoch.py --threads 2 --epochs 3

@@ -1,7 +1,8 @@
 """Where a CPU forward pass of yolo11n-seg spends its time, per operator (torch.profiler): prints JSON.
 
 The inference copy the predictor runs (BN fused, channels-last), batch 1 at 640x480 (bus.jpg's letterbox), in fp32 and,
-on a CPU with bf16 hardware, under the bf16 autocast of half=True. Shows what is left besides the convolutions.
+on a CPU with bf16 hardware, under the bf16 autocast of half=True; each eagerly and as the predictor's TorchScript
+graph. Shows what is left besides the convolutions.
 Also times experiments that call oneDNN directly (see conv_variant), with their distance from the fp32 outputs.
     python bench/forward_profile.py [--threads N] [--runs 10]
 """
@@ -72,6 +73,15 @@ def conv_variant(model: torch.nn.Module, kind: str, dtype: torch.dtype) -> torch
     return model
 
 
+def graph_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False):
+    """The forward the predictor runs once it has traced its TorchScript graph (see CompiledForward.prepare)."""
+    from yoloseg.engine.inference import CompiledForward
+
+    forward = CompiledForward(model, bf16=bf16, graphs=True)
+    forward.prepare(x)
+    return forward
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
@@ -87,11 +97,13 @@ def main() -> None:
     x = torch.rand(1, 3, 480, 640).contiguous(memory_format=torch.channels_last)
     report = {"threads": torch.get_num_threads(), "input": list(x.shape)}
     report["fp32"] = profile_forward(CompiledForward(model), x, args.runs)
+    report["fp32_graph"] = profile_forward(graph_forward(model, x), x, args.runs)
     with torch.inference_mode():
         reference = CompiledForward(model)(x)[0]
     variants = [("fp32_fused_silu", "fused_silu", torch.float32, False)]
     if cpu_bf16_supported():
         report["bf16_autocast"] = profile_forward(CompiledForward(model, bf16=True), x, args.runs)
+        report["bf16_graph"] = profile_forward(graph_forward(model, x, bf16=True), x, args.runs)
         variants += [(f"bf16_{kind}", kind, torch.bfloat16, True) for kind in ("onednn", "fused_silu")]
     for name, kind, dtype, bf16 in variants:  # experiments: timing, and how far the outputs move from fp32
         forward = CompiledForward(conv_variant(model, kind, dtype))

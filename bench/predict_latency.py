@@ -128,7 +128,7 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
 # (bus.jpg: 640x480) as PyTorch does, instead of the static export's 640x640 square. yoloseg's static OpenVINO
 # export does that too (it is reshapeable); `_square` runs it padded to 640x640 instead, as the incumbent's does.
 BACKENDS = [
-    "pytorch", "pytorch_eager", "pytorch_compile", "pytorch_bf16", "onnx", "onnx_dynamic", "openvino", "openvino_auto",
+    "pytorch", "pytorch_eager", "pytorch_compile", "pytorch_bf16", "pytorch_bf16_eager", "onnx", "onnx_dynamic", "openvino", "openvino_auto",
     "openvino_square", "openvino_auto_square", "openvino_dynamic", "openvino_auto_dynamic", "torchscript",
 ]  # fmt: skip
 INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
@@ -165,6 +165,7 @@ def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict
                     "pytorch_eager": {"jit": False},
                     "pytorch_compile": {"compile": True},
                     "pytorch_bf16": {"half": True},
+                    "pytorch_bf16_eager": {"half": True, "jit": False},
                 }
                 extra = extra.get(backend, {})
                 predict = Predictor(model, {**args, **extra}).predict
