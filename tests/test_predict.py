@@ -556,6 +556,19 @@ def _conv_calls(monkeypatch) -> list[int]:
     return calls
 
 
+def test_channels_last_preprocess_is_the_same_input():
+    """On a CPU the letterboxed HWC images become the channels-last input directly (no transposing copy): the same
+    values as the NCHW path, in channels-last memory."""
+    images = [np.random.default_rng(i).integers(0, 255, (50, 70, 3), dtype=np.uint8) for i in range(2)]
+    images[1][:] = (10, 20, 30)  # BGR
+    model = _tiny_model()
+    nhwc = Predictor(model, {"imgsz": 64, "verbose": False}).preprocess(images)
+    nchw = Predictor(model, {"imgsz": 64, "verbose": False, "channels_last": False}).preprocess(images)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and nchw.is_contiguous()
+    assert nhwc.dtype == nchw.dtype == torch.float32 and torch.equal(nhwc, nchw)
+    assert torch.equal(nhwc[1, :, 32, 32], torch.tensor([30, 20, 10]) / 255)  # RGB
+
+
 def test_repeated_calls_run_a_frozen_graph_with_the_same_predictions(monkeypatch):
     """A CPU predictor called again and again traces its model into a frozen TorchScript graph at the third call,
     outside the timed stages; later calls, at any shape, run the graph (no eager module calls) with the eager

@@ -266,6 +266,8 @@ class Predictor:
             letterbox(im, self.imgsz, auto=auto, scaleup=True, center=True, stride=self.stride)[0] for im in images
         ]
         arr = np.stack(boxed)  # (B, H, W, 3) BGR
+        if self.channels_last:  # (B, H, W, 3) memory is channels-last already: flip to RGB and view, no transpose
+            return self._to_input(torch.from_numpy(arr).flip(-1).permute(0, 3, 1, 2))
         arr = np.ascontiguousarray(arr[..., ::-1].transpose(0, 3, 1, 2))  # (B, 3, H, W) RGB
         return self._to_input(torch.from_numpy(arr))
 
@@ -274,7 +276,7 @@ class Predictor:
         scale = not x.is_floating_point()
         x = x.to(self.device, non_blocking=True)
         x = x.half() if self.fp16 else x.float()
-        x = x / 255 if scale else x
+        x = x.div_(255) if scale else x  # x is a fresh float copy of the integer input
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def infer(self, x: torch.Tensor) -> tuple:
