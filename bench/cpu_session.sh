@@ -21,7 +21,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile val_shapes val_shapes_half predict val val_half train_epoch train_shapes}
+STEPS=${STEPS:-compute_floor forward_profile val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -41,3 +41,4 @@ run val_half 120 bench/val_time.py --threads 2 --runs 2 --half
 run train_epoch "${TRAIN_TIMEOUT:-180}" bench/train_epoch.py --threads 2 --epochs 3
 # seconds per epoch of the accuracy recipe (shapes-ref-seg, imgsz 256, batch 16): the incumbent's 16.7 s at 2 threads
 run train_shapes "${TRAIN_TIMEOUT:-180}" bench/train_recipe.py --threads 2 --seeds 0 --stop-after 4
+run train_shapes_bf16 "${TRAIN_TIMEOUT:-180}" bench/train_recipe.py --threads 2 --seeds 0 --stop-after 4 --amp bf16

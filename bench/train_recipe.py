@@ -30,7 +30,9 @@ INCUMBENT = {
 }
 
 
-def run(seed: int, epochs: int, project: Path, workers: int, device: str, stop_after: int = 0) -> dict:
+def run(
+    seed: int, epochs: int, project: Path, workers: int, device: str, stop_after: int = 0, amp: bool | str = False
+) -> dict:
     from yoloseg import YOLO
 
     data = SHARED / "data" / "shapes-ref-seg" / "data.yaml"
@@ -43,7 +45,7 @@ def run(seed: int, epochs: int, project: Path, workers: int, device: str, stop_a
         model.add_callback("on_fit_epoch_end", stop)
     t0 = time.time()
     model.train(
-        data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=False, workers=workers, device=device,
+        data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=amp, workers=workers, device=device,
         project=str(project), name=f"seed{seed}", exist_ok=True, plots=False,
     )  # fmt: skip
     wall = time.time() - t0
@@ -105,14 +107,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or 0 for the first GPU (the recipe itself is CPU)")
     parser.add_argument("--project", default="")
     parser.add_argument("--out", default="")
+    parser.add_argument("--amp", default="false", help="false (the recipe), or bf16: bf16 autocast on an AMX CPU")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     project = Path(args.project or tempfile.mkdtemp(prefix="recipe-"))
-    runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after) for s in args.seeds]
-    result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "runs": runs, "incumbent": INCUMBENT}
+    amp = False if args.amp.lower() in ("false", "fp32", "0") else args.amp
+    runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after, amp) for s in args.seeds]
+    result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "amp": amp, "runs": runs, "incumbent": INCUMBENT}
     result["machine"] = machine(args.device)
     for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):
         result[f"mean_{key}"] = round(statistics.mean(r[key] for r in runs), 4)

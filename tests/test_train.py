@@ -193,3 +193,39 @@ def test_training_options_single_cls_freeze_save_period_cache(tiny_data, tmp_pat
     for key in ("model.0.conv.weight", "model.0.bn.weight", "model.0.bn.bias"):  # frozen layer 0: unchanged
         assert torch.allclose(final[key].float(), initial[key].half().float()), key
     assert not torch.allclose(final["model.1.conv.weight"].float(), initial["model.1.conv.weight"].half().float())
+
+
+def test_amp_bf16_on_a_cpu_with_bf16_hardware_trains_in_bf16_autocast(tiny_data, tmp_path, monkeypatch):
+    """amp=bf16 on a CPU with AMX / AVX512-BF16 (forced here; bf16 is emulated, so slow) runs the forward and loss
+    under bf16 autocast: bf16 convolutions, fp32 weights and finite losses; amp=True stays fp32 on a CPU."""
+    import yoloseg.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_bf16_supported", lambda: True)
+    seen = {}
+    conv_forward = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        out = conv_forward(self, x, weight, bias)
+        if torch.is_grad_enabled():  # training steps, not validation
+            seen.setdefault("dtypes", set()).add(out.dtype)
+            seen.setdefault("weights", set()).add(self.weight.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    model = YOLO("yolo11n-seg.yaml")
+    model.train(data=str(tiny_data), epochs=1, project=str(tmp_path), name="bf16", amp="bf16", **TINY)
+    assert seen["dtypes"] == {torch.bfloat16} and seen["weights"] == {torch.float32}
+    row = _rows(tmp_path / "bf16" / "results.csv")[0]
+    assert all(torch.isfinite(torch.tensor(float(row[k]))) for k in SEG_COLUMNS[2:6])
+    assert trainer_module.training_precision(True, torch.device("cpu")) == (False, torch.float16)
+
+
+def test_amp_bf16_on_a_cpu_without_bf16_hardware_warns_and_trains_fp32(monkeypatch, log_messages):
+    import yoloseg.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_bf16_supported", lambda: False)
+    assert trainer_module.training_precision("bf16", torch.device("cpu")) == (False, torch.bfloat16)
+    assert any("amp=bf16 on a CPU without bf16 hardware" in m and "training fp32" in m for m in log_messages)
+    assert trainer_module.training_precision("bf16", torch.device("cuda")) == (True, torch.bfloat16)
+    assert trainer_module.training_precision(True, torch.device("cuda")) == (True, torch.float16)
+    assert trainer_module.training_precision(False, torch.device("cuda"))[0] is False

@@ -239,7 +239,7 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "amp",
                 ("bool", "str"),
                 True,
-                "automatic mixed precision on GPU: true/fp16, bf16, false/fp32",
+                "mixed precision training: true/fp16 (GPU), bf16 (GPU, or a CPU with AMX / AVX512-BF16), false/fp32",
                 choices=("fp16", "bf16", "fp32"),
             ),
             Key("fraction", FLOAT, 1.0, "fraction of the training set to use", min=0.0, max=1.0, min_open=True),

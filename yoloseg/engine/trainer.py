@@ -26,7 +26,7 @@ from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import end_deterministic, loader_workers, seed_everything, select_device
 from . import distributed
-from .inference import inference_copy
+from .inference import cpu_bf16_supported, inference_copy
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
 from .validator import Validator
@@ -36,6 +36,22 @@ LOSS_NAMES = {
     "detect": ("box_loss", "cls_loss", "dfl_loss"),
 }
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before reloading last.pt with a lower learning rate
+
+
+def training_precision(amp: Any, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast on, its dtype) for an `amp=` value: on CUDA true/fp16 (with a grad scaler) or bf16; on a CPU fp32, as
+    the incumbent, unless amp=bf16 asks for bf16 autocast, which needs bf16 matrix hardware (AMX / AVX512-BF16):
+    without it bf16 is emulated and slower than fp32, so it warns and trains fp32."""
+    want = str(amp).lower()
+    dtype = torch.bfloat16 if want == "bf16" else torch.float16
+    if device.type == "cuda":
+        return bool(amp) and want not in ("false", "fp32"), dtype
+    if device.type != "cpu" or want != "bf16":
+        return False, dtype
+    if not cpu_bf16_supported():
+        log.warning("WARNING: amp=bf16 on a CPU without bf16 hardware (AMX / AVX512-BF16): training fp32")
+        return False, dtype
+    return True, dtype
 
 
 class Trainer:
@@ -221,9 +237,7 @@ class Trainer:
             g["initial_lr"] = g["lr"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(self.model) if self.is_main else None  # before any DDP wrapping
-        amp = a.get("amp", True)
-        self.amp_dtype = torch.bfloat16 if str(amp).lower() == "bf16" else torch.float16
-        self.amp = bool(amp) and str(amp).lower() not in ("false", "fp32") and self.device.type == "cuda"
+        self.amp, self.amp_dtype = training_precision(a.get("amp", True), self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         loss_cls = SegmentationLoss if self.task == "segment" else DetectionLoss
         kw = {"overlap": a["overlap_mask"]} if self.task == "segment" else {}
