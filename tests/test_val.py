@@ -63,6 +63,34 @@ def test_masks_skipped_where_they_cannot_count_change_nothing(checkpoint, datase
     assert np.array_equal(skipped.confusion_matrix.matrix, full.confusion_matrix.matrix)
 
 
+def test_large_cpu_val_runs_a_graph_with_the_same_metrics(tmp_path, monkeypatch):
+    """Standalone CPU val of a dataset of VAL_GRAPH_MIN_IMAGES or more (lowered here) traces the model into a
+    TorchScript graph once, before timing: the same metrics as eager; a smaller dataset or jit=False stays eager."""
+    from yoloseg.engine import inference, validator
+
+    traced = []
+    real_trace = inference.CompiledForward._trace
+    monkeypatch.setattr(
+        inference.CompiledForward, "_trace", lambda self, x: traced.append(x.shape) or real_trace(self, x)
+    )
+    data = str(shared_path("data", "shapes-ref-seg", "data.yaml"))
+
+    def run(tag: str, **kw):
+        model = YOLO(str(shared_path("reference", "yolo11n-seg-shapes.pt")))
+        return model.val(data=data, imgsz=160, batch=16, plots=False, project=str(tmp_path), name=tag, **kw)
+
+    small = run("small")
+    assert not traced
+    monkeypatch.setattr(validator, "VAL_GRAPH_MIN_IMAGES", 10)
+    off = run("off", jit=False)
+    assert not traced
+    graph = run("graph")
+    assert len(traced) == 1 and traced[0][0] <= 16  # once, at a CPU micro-batch
+    for key in KEYS:
+        assert graph.results_dict[key] == pytest.approx(small.results_dict[key], abs=1e-4), key
+        assert off.results_dict[key] == small.results_dict[key], key
+
+
 def test_near_same_class_gt():
     from yoloseg.engine.validator import NEAR_GT_PX, _near_same_class_gt
 
