@@ -68,8 +68,8 @@ class Predictor:
         model: a `YOLOModel` (a fused eval copy is made when needed; the caller's model is never modified) or a
             backend object (see the module docstring).
         args: flat config keys (conf, iou, imgsz, batch, max_det, classes, agnostic_nms, retina_masks, crop_masks,
-            augment, half, device, vid_stride, stream_buffer, verbose, save, save_txt, save_conf, save_crop,
-            save_frames, show, show_labels, show_conf, show_boxes, line_width, project, name, exist_ok).
+            augment, half, compile, jit, device, vid_stride, stream_buffer, verbose, save, save_txt, save_conf,
+            save_crop, save_frames, show, show_labels, show_conf, show_boxes, line_width, project, name, exist_ok).
     """
 
     def __init__(self, model: Any, args: dict[str, Any] | None = None, callbacks: dict[str, list] | None = None):
@@ -132,7 +132,8 @@ class Predictor:
 
     def reusable_for(self, args: dict[str, Any], model: Any = None) -> bool:
         """Whether this predictor can serve a call with `args` (and `model`, when given) after `update_args`:
-        False when the model object or its weights changed since it was built, or device / half / compile / jit differ."""
+        False when the model object or its weights changed since it was built, or device / half / compile / jit
+        differ."""
         if model is not None and model is not self.source_model:
             return False
         if _weights_fingerprint(self.source_model) != self._fingerprint:
