@@ -128,8 +128,8 @@ def time_masks_xy(n: int = 50, runs: int = 20, orig_shape=(1080, 810)) -> float:
 # (bus.jpg: 640x480) as PyTorch does, instead of the static export's 640x640 square. yoloseg's static OpenVINO
 # export does that too (it is reshapeable); `_square` runs it padded to 640x640 instead, as the incumbent's does.
 BACKENDS = [
-    "pytorch", "pytorch_eager", "pytorch_compile", "pytorch_bf16", "pytorch_bf16_eager", "onnx", "onnx_dynamic", "openvino", "openvino_auto",
-    "openvino_square", "openvino_auto_square", "openvino_dynamic", "openvino_auto_dynamic", "torchscript",
+    "pytorch", "pytorch_eager", "pytorch_compile", "pytorch_bf16", "pytorch_bf16_eager", "onnx", "onnx_dynamic",
+    "openvino", "openvino_auto", "openvino_square", "openvino_auto_square", "openvino_dynamic", "openvino_auto_dynamic", "torchscript",
 ]  # fmt: skip
 INCUMBENT_2THREADS = {"pytorch": 50.0, "onnx": 63.5, "openvino": 30.4}  # bus.jpg end-to-end ms, reference-train.md
 
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "--images", type=Path, nargs="+", default=[SHARED / "data/images/bus.jpg", SHARED / "data/images/zidane.jpg"]
     )
     ap.add_argument(
-        "--backends", nargs="+", default=["pytorch", "pytorch_eager", "pytorch_compile", "onnx", "openvino", "openvino_square"],
-        choices=BACKENDS,
+        "--backends", nargs="+", choices=BACKENDS,
+        default=["pytorch", "pytorch_eager", "pytorch_compile", "onnx", "openvino", "openvino_square"],
     )  # fmt: skip
     ap.add_argument("--throughput-images", type=Path, default=SHARED / "data/coco128-seg/images")
     ap.add_argument("--imgsz", type=int, default=640)
