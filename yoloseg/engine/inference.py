@@ -104,10 +104,6 @@ def _flatten(out: Any) -> list[torch.Tensor]:
     return [t for o in out for t in _flatten(o)] if isinstance(out, (tuple, list)) else []
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 def _to_float(out: Any) -> Any:
     """Floating tensors of a (nested tuple / list) output as fp32; everything else unchanged."""
     if isinstance(out, torch.Tensor):
@@ -208,7 +204,7 @@ class CompiledForward:
         stride = int(torch.as_tensor(getattr(self.model, "stride", 32)).max())
         b, c, h, w = x.shape
         hw = (2 * stride, 3 * stride) if (h, w) != (2 * stride, 3 * stride) else (3 * stride, 2 * stride)
-        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         generator = torch.Generator().manual_seed(0)  # not the global one: the caller's random stream stays as it is
         other = torch.rand(2 if b == 1 else 1, c, *hw, generator=generator).to(x).contiguous(memory_format=layout)
         with torch.inference_mode():

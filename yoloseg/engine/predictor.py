@@ -56,7 +56,7 @@ TTA_FLIPS = (False, True, False)
 # A CPU predictor runs its model as a TorchScript graph (inference.CompiledForward) from the GRAPH_AFTER-th batch on,
 # unless it was called once on a list with fewer than GRAPH_MIN_LEFT images left. The trace costs about ten forwards,
 # once; on 2 cores it broke even over coco128's 128 mixed-shape images (`yolo predict` of the folder at 320: 7.9 s
-# wall either way, at 640 the forwards saved 1.0 s), and gains ~15-20% per image on a stream of one shape.
+# wall either way, at 640 the forwards saved 1.0 s), and gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
 GRAPH_MIN_LEFT = 100
 
@@ -216,7 +216,7 @@ class Predictor:
 
     def _graph_due(self, left: int | None) -> bool:
         """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~ten forwards' time once,
-        then each forward ~10-15% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
+        then each forward ~10-25% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
         being called, or of a video, stream or long list (`left`: images left in this call's source, None when
         unbounded); a short list of images predicted once stays eager."""
         if not self.forward.graphs or self.forward.graph is not None or self.args.get("augment"):
