@@ -141,10 +141,10 @@ def bf16_weights(model: nn.Module) -> nn.Module:
 # runs the same kernels without the Python module calls between them and releases intermediates sooner. yolo11n-seg
 # at batch 1 on 2 AVX2 cores: 640x480 84 against 97 ms, 640x640 118 against 142, the outputs equal to ~1e-7; at the
 # CPU micro-batch of 2 ~6-12%, at batch 8 ~2.5%, so validation uses it only for large datasets (see
-# validator.VAL_GRAPH_MIN_IMAGES) and never during training. The trace follows the input's sizes (one graph serves every shape
-# and batch size; checked at a second shape when it is made; over coco128's mixed shapes at batch 1 the forwards took
-# 10.6 against 11.5 s) and costs about ten forwards (~1 s on 2 cores), so the predictor asks for it only where it
-# pays (see Predictor._graph_due).
+# validator.VAL_GRAPH_MIN_IMAGES) and never during training. The trace follows the input's sizes (one graph serves
+# every shape and batch size; checked at a second shape when it is made; over coco128's mixed shapes at batch 1 the
+# forwards took 10.6 against 11.5 s) and costs about ten forwards (~1 s on 2 cores), so the predictor asks for it
+# only where it pays (see Predictor._graph_due).
 
 
 class CompiledForward:
