@@ -170,10 +170,12 @@ class CompiledForward:
         self.graphs = bool(graphs) and self.mode is None
         self.graph: Any = None
 
-    def prepare(self, x: torch.Tensor) -> None:
-        """Trace the graph at `x` (once; a no-op without `graphs` or when it exists)."""
+    def prepare(self, images: torch.Tensor) -> None:
+        """Trace the graph (once; a no-op without `graphs` or when it exists) at the first micro-batch of `images`,
+        the size `forward_batched` will run."""
         if not self.graphs or self.graph is not None:
             return
+        x = micro_batches(images)[0]
         try:
             graph = self._trace(x)
             if not self._same_at_another_shape(graph, x):
@@ -209,13 +211,11 @@ class CompiledForward:
         generator = torch.Generator().manual_seed(0)  # not the global one: the caller's random stream stays as it is
         other = torch.rand(2 if b == 1 else 1, c, *hw, generator=generator).to(x).contiguous(memory_format=layout)
         with torch.inference_mode():
-            got = graph(other)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                expected = self.model(other)
+            got = _to_float(graph(other)) if self.bf16 else graph(other)
+            expected = self(other)  # eager: the graph is not in place yet
         got, expected = _flatten(got), _flatten(expected)
         return len(got) == len(expected) and all(
-            a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3)
-            for a, b in zip(got, expected)
+            a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-3) for a, b in zip(got, expected)
         )
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:

@@ -47,7 +47,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batches
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -219,9 +219,7 @@ class Predictor:
         then each forward ~10-25% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
         being called, or of a video, stream or long list (`left`: images left in this call's source, None when
         unbounded); a short list of images predicted once stays eager."""
-        if not self.forward.graphs or self.forward.graph is not None or self.args.get("augment"):
-            return False
-        if self.batches < GRAPH_AFTER:
+        if self.args.get("augment") or self.batches < GRAPH_AFTER:
             return False
         return self.calls >= GRAPH_AFTER or left is None or left >= GRAPH_MIN_LEFT
 
@@ -239,7 +237,7 @@ class Predictor:
         if self.reshapeable:
             self.model.prepare(tuple(x.shape))
         elif self.torch_model and self._graph_due(left):
-            self.forward.prepare(micro_batches(x)[0])  # traced (and warmed up) at the size it will run
+            self.forward.prepare(x)
         setup = time.perf_counter() - t1
         with torch.inference_mode():
             out = self.infer(x)

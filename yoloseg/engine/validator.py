@@ -27,7 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
-from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batches
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 PLOT_CONF = 0.25  # the confusion matrix and the val_batch*_pred.jpg plots use detections at or above this
@@ -174,7 +174,7 @@ class Validator:
             images = images / 255
             t1 = time.perf_counter()
             if bi == 0 and isinstance(forward, CompiledForward) and forward.graphs:
-                forward.prepare(micro_batches(images)[0])
+                forward.prepare(images)
                 setup = time.perf_counter() - t1  # a one-off, as loading the model: counted in no stage
                 t0, t1 = t0 + setup, t1 + setup
             if is_pt and loss_fn is not None:
