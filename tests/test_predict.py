@@ -319,6 +319,21 @@ def test_reuse_and_update_args():
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # trained in place: the fused copy is stale
     assert not p.reusable_for({})
+    p = Predictor(model, {"imgsz": 64, "verbose": False})
+    assert p.reusable_for({})
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.weight = torch.nn.Parameter(conv.weight.detach().clone())  # a parameter replaced, not updated in place
+    assert not p.reusable_for({})
+    p = Predictor(model, {"imgsz": 64, "verbose": False})
+    parent, name = next((m, n) for m in model.modules() for n, c in m.named_children() if c is conv)
+    setattr(
+        parent,
+        name,
+        torch.nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+        ),
+    )
+    assert not p.reusable_for({})  # a submodule swapped
     events = []
     p2 = Predictor(model, {"imgsz": 64, "verbose": False}, callbacks={"on_predict_start": [events.append]})
     p2.predict(np.zeros((64, 64, 3), np.uint8))
