@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or 0 for the first GPU (the recipe itself is CPU)")
     parser.add_argument("--project", default="")
     parser.add_argument("--out", default="")
-    parser.add_argument("--amp", default="false", help="false (the recipe), or bf16: bf16 autocast on an AMX CPU")
+    parser.add_argument("--amp", default="false", help="false (the recipe), or bf16: bf16 autocast (AMX CPU or GPU)")
     args = parser.parse_args()
     import torch
 
