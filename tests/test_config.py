@@ -139,6 +139,7 @@ OURS = {
     "crop_masks": True,
     "stream": False,
     "jit": True,
+    "cache": "auto",  # the incumbent's False reads every image from disk; auto keeps small sets in RAM
 }
 
 

@@ -102,6 +102,36 @@ def test_train_samples_and_options(shapes):
     assert torch.equal(disk[1].image, plain[1].image)
 
 
+def test_auto_cache_keeps_small_sets_in_ram(shapes, monkeypatch):
+    """cache="auto" keeps the resized images in RAM when they fit the budget (same samples as reading from disk),
+    and reads from disk when they do not, when the free memory is unknown, or split between a node's processes."""
+    import yoloseg.data.dataset as dataset_module
+
+    hyp = {"mosaic": 1.0}
+    plain = SegmentDataset(shapes / "images/train", imgsz=64, augment=True, hyp=hyp, nc=5)
+    need = sum(plain.load_image(i).nbytes for i in range(len(plain)))
+    assert dataset_module.resized_bytes(plain.store.shapes, 64) == need
+
+    def build():
+        return SegmentDataset(shapes / "images/train", imgsz=64, augment=True, hyp=hyp, nc=5, cache="auto")
+
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 100 * need)
+    monkeypatch.setattr(dataset_module, "AUTO_CACHE_MAX_BYTES", need)
+    auto = build()
+    assert auto._images is not None and sum(x.nbytes for x in auto._images) == need
+    for i in (0, 5):
+        a, b = auto[i], plain[i]
+        assert torch.equal(a.image, b.image) and torch.equal(a.masks, b.masks) and torch.equal(a.classes, b.classes)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes on this node: half the budget each
+    assert build()._images is None
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(dataset_module, "AUTO_CACHE_MAX_BYTES", need - 1)
+    assert build()._images is None
+    monkeypatch.setattr(dataset_module, "AUTO_CACHE_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 0)  # unknown: no cache
+    assert build()._images is None
+
+
 def _batches(loader, n=2):
     out = []
     for k, b in enumerate(loader):

@@ -194,9 +194,9 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
             Key(
                 "cache",
                 ("bool", "str"),
-                False,
-                "cache images in RAM (true/ram) or on disk (disk)",
-                choices=("ram", "disk"),
+                "auto",
+                "cache images in RAM (true/ram) or on disk (disk); auto: in RAM if under 1 GB and 10% of free memory",
+                choices=("ram", "disk", "auto"),
             ),
             Key(
                 "device",
