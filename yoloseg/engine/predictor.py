@@ -78,7 +78,9 @@ class Predictor:
             self.args["conf"] = PREDICT_DEFAULTS["conf"]
         self.callbacks = callbacks if callbacks is not None else {}
         self.source_model = model
-        self._fingerprint = _weights_fingerprint(model)
+        # listed once: a submodule swapped in later shows in its parent's _modules, which the fingerprint reads
+        self._source_modules = list(model.modules()) if isinstance(model, nn.Module) else []
+        self._fingerprint = _weights_fingerprint(self._source_modules)
         # torch_model: a YOLOModel run eagerly here; pt (below) is also true for backends that run through torch
         self.pt = self.torch_model = isinstance(model, nn.Module)
         if self.pt:
@@ -136,7 +138,7 @@ class Predictor:
         differ."""
         if model is not None and model is not self.source_model:
             return False
-        if _weights_fingerprint(self.source_model) != self._fingerprint:
+        if _weights_fingerprint(self._source_modules) != self._fingerprint:
             return False  # trained or reloaded in place: the fused inference copy is stale
         merged = {**self.args, **args}
         return all(merged.get(k) == self.args.get(k) for k in ("device", "half", "channels_last", "compile", "jit"))
@@ -537,13 +539,11 @@ def _masks_to_original(masks: torch.Tensor, boxes: torch.Tensor, orig_shape: tup
     return torch.cat(out) if out else masks.new_zeros((0, *orig_shape))
 
 
-def _weights_fingerprint(model: Any) -> tuple | None:
-    """Identity and in-place version of every tensor of a PyTorch model (None for backends): changes when it is
-    trained (optimizer steps) or reloaded (load_state_dict), so a cached fused copy can be detected as stale."""
-    if not isinstance(model, nn.Module):
-        return None
-    # read each module's own dicts: ~8x cheaper than parameters()/buffers() (2.6 -> 0.3 ms per call for yolo11n-seg)
-    modules = list(model.modules())
+def _weights_fingerprint(modules: list[nn.Module]) -> tuple:
+    """Identity and in-place version of every parameter and buffer of `modules` (all of a model's, listed once), and
+    the identity of each one's children: changes when the model is trained (optimizer steps), reloaded
+    (load_state_dict) or has a tensor or submodule replaced, so a cached fused copy can be detected as stale. Reads
+    each module's own dicts: ~0.3 ms for yolo11n-seg, against 2.6 ms through parameters() / buffers()."""
     tensors = tuple(
         (id(t), t._version) for m in modules for d in (m._parameters, m._buffers) for t in d.values() if t is not None
     )
