@@ -203,10 +203,10 @@ class SegmentDataset(torch.utils.data.Dataset):
             images = list(pool.map(self._read_resized, range(len(self))))
         if self._cache_mode == "ram":
             self._images = images
-            note = (
-                " (cache=auto: the images fit; cache=False reads them from disk each time)" if self._auto_cache else ""
-            )
-            log.info(f"Cached {len(images)} images in RAM ({sum(x.nbytes for x in images) / 2**30:.2f} GB){note}")
+            nbytes = sum(x.nbytes for x in images)
+            size = f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MB"
+            note = " by cache=auto (cache=False reads them from disk each time)" if self._auto_cache else ""
+            log.info(f"Cached {len(images)} images in RAM ({size}){note}")
 
     def load_image(self, i: int) -> np.ndarray:
         """(h, w, 3) BGR uint8 with the long side resized to imgsz (§5.1)."""
