@@ -65,6 +65,25 @@ def test_nms_matches_reference(seed: int) -> None:
         assert nms(boxes, scores, thr).tolist() == reference_nms(boxes, scores, thr)
 
 
+def test_nms_small_path_equals_block_path(monkeypatch) -> None:
+    """Up to _SMALL float32 CPU boxes go through NumPy: the same kept boxes as the torch block path, including IoUs
+    that land exactly on the threshold, max_keep, and degenerate (zero-area, identical) boxes."""
+    import yoloseg.ops.nms as nms_module
+
+    cases = [random_boxes(n, 100 + n, extent=40, size=30) for n in (2, 3, 5, 8, 17, 32)]
+    grid = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 5, 10], [5, 0, 15, 10], [0, 0, 0, 0], [0, 0, 10, 10]])
+    cases.append((grid, torch.tensor([0.9, 0.8, 0.8, 0.7, 0.6, 0.5])))  # IoUs 0.5, 1/3, 0 and 1
+    for boxes, scores in cases:
+        for thr in (0.0, 1 / 3, 0.45, 0.5, 0.7):
+            for max_keep in (None, 1, 2):
+                small = nms(boxes, scores, thr, max_keep=max_keep)
+                with monkeypatch.context() as m:
+                    m.setattr(nms_module, "_SMALL", 0)
+                    block = nms(boxes, scores, thr, max_keep=max_keep)
+                assert torch.equal(small, block), (len(boxes), thr, max_keep)
+                assert small.tolist() == reference_nms(boxes, scores, thr)[:max_keep]
+
+
 def test_nms_class_offsets_and_chains() -> None:
     # many classes separated by offsets (exercises the independent x-groups), and a long suppression chain
     boxes, scores = random_boxes(800, 7, extent=100, size=40)
