@@ -227,6 +227,11 @@ def test_classes_filter_and_max_det():
     assert len(r) and set(r.boxes.cls.tolist()) == {2.0}
     (r,) = Predictor(model, {"imgsz": 256, "max_det": 3, "verbose": False}).predict(img)
     assert len(r) <= 3
+    # postprocessed in inference mode, as the incumbent: inference tensors, which a clone turns into ordinary ones
+    assert r.boxes.data.is_inference() and r.masks.data.is_inference()
+    boxes = r.boxes.data.clone()
+    boxes[:, 0] += 1
+    assert not boxes.is_inference()
 
 
 def test_tta_runs_and_agrees_roughly():
