@@ -66,8 +66,9 @@ def test_nms_matches_reference(seed: int) -> None:
 
 
 def test_nms_small_path_equals_block_path(monkeypatch) -> None:
-    """Up to _SMALL float32 CPU boxes go through NumPy: the same kept boxes as the torch block path, including IoUs
-    that land exactly on the threshold, max_keep, and degenerate (zero-area, identical) boxes."""
+    """Up to _SMALL CPU boxes skip the blocks (one IoU matrix, a greedy pass in NumPy): the same kept boxes as the
+    block path, including IoUs that land exactly on the threshold, max_keep, and degenerate (zero-area, identical)
+    boxes."""
     import yoloseg.ops.nms as nms_module
 
     cases = [random_boxes(n, 100 + n, extent=40, size=30) for n in (2, 3, 5, 8, 17, 32)]

@@ -11,7 +11,7 @@ from yoloseg.ops.boxes import xywh2xyxy
 
 _BLOCK = 256  # boxes per greedy block (an IoU block is _BLOCK x _BLOCK) and the size boxes are grouped up to
 _KEPT_CHUNK = 4096  # kept boxes compared with a block at once
-_SMALL = 32  # float32 CPU boxes up to this many go through NumPy: torch's per-op overhead outweighs the arithmetic
+_SMALL = 32  # CPU boxes up to this many skip the blocks: their per-op overhead outweighs the arithmetic
 
 
 def _float32_threshold(iou_thres: float) -> np.float32:
@@ -74,19 +74,13 @@ def _nms_sorted(b: torch.Tensor, thr: float, limit: int) -> torch.Tensor:
 
 
 def _nms_small(b: torch.Tensor, thr: float, limit: int) -> torch.Tensor:
-    """Greedy NMS over few score-sorted float32 CPU boxes b (n, 4) in NumPy, with _iou_matrix's float32 arithmetic
-    step for step (so the same decisions); returns kept positions (ascending), at most limit. ~20x faster than the
-    block path for a handful of boxes (0.03 against 0.55 ms for two)."""
-    a = b.detach().numpy()
-    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    w = np.maximum(np.minimum(a[:, None, 2], a[None, :, 2]) - np.maximum(a[:, None, 0], a[None, :, 0]), 0)
-    h = np.maximum(np.minimum(a[:, None, 3], a[None, :, 3]) - np.maximum(a[:, None, 1], a[None, :, 1]), 0)
-    inter = w * h
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 -> nan, never above the threshold, as in torch
-        over = inter / (area[:, None] + area[None, :] - inter) > np.float32(thr)
-    removed = np.zeros(len(a), bool)
+    """Greedy NMS over few score-sorted CPU boxes b (n, 4): the IoU matrix once, then the greedy pass in NumPy
+    instead of _nms_sorted's blocks and fixed-point rounds; returns kept positions (ascending), at most limit.
+    ~3x faster for a handful of boxes (0.14-0.21 against 0.55 ms for two)."""
+    over = (_iou_matrix(b, b) > thr).numpy()
+    removed = np.zeros(len(over), bool)
     kept = []
-    for i in range(len(a)):
+    for i in range(len(over)):
         if not removed[i]:
             kept.append(i)
             if len(kept) == limit:
@@ -133,7 +127,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: i
     b = b.float() if b.dtype in (torch.float16, torch.bfloat16) else b
     thr = float(_float32_threshold(iou_thres)) if b.dtype == torch.float32 else iou_thres
     limit = max_keep if max_keep is not None else b.shape[0]
-    if b.shape[0] <= _SMALL and b.device.type == "cpu" and b.dtype == torch.float32 and limit > 0:
+    if b.shape[0] <= _SMALL and b.device.type == "cpu" and limit > 0:
         return order[_nms_small(b, thr, limit)]
     kept = [group[_nms_sorted(b[group], thr, limit)] for group in _x_groups(b, thr)]
     return order[torch.sort(torch.cat(kept)).values[:limit]]
