@@ -13,7 +13,7 @@ import torch
 from ..utils.files import atomic_path
 from ..utils.log import log
 from .augment.geometry import with_polygons
-from .augment.letterbox import letterbox, resize_long_side
+from .augment.letterbox import letterbox, long_side_shape, resize_long_side
 from .augment.masks import instance_masks, overlap_mask
 from .augment.pipeline import AugmentHyp, TrainAugment
 from .images import imread, list_images
@@ -42,12 +42,7 @@ def available_memory() -> int:
 
 def resized_bytes(shapes_hw: np.ndarray, imgsz: int) -> int:
     """Bytes of the (h, w, 3) uint8 images of original sizes (N, 2) once their long side is resized to imgsz."""
-    if not len(shapes_hw):
-        return 0
-    hw = np.asarray(shapes_hw, np.float64)
-    r = imgsz / hw.max(1, keepdims=True)
-    sides = np.where(r == 1, hw, np.minimum(np.ceil(hw * r), imgsz))
-    return int((sides[:, 0] * sides[:, 1]).sum()) * 3
+    return sum(3 * h * w for h, w in (long_side_shape(int(h0), int(w0), imgsz) for h0, w0 in shapes_hw))
 
 
 def auto_cache_fits(nbytes: int) -> bool:

@@ -12,16 +12,22 @@ from ...ops.boxes import letterbox_geometry as letterbox_params
 PAD_VALUE = 114
 
 
+def long_side_shape(h0: int, w0: int, imgsz: int) -> tuple[int, int]:
+    """(h, w) of an (h0, w0) image whose long side is resized to `imgsz`: min(ceil(side * r), imgsz) (§5.1)."""
+    r = imgsz / max(h0, w0)
+    if r == 1:
+        return h0, w0
+    return min(math.ceil(h0 * r), imgsz), min(math.ceil(w0 * r), imgsz)
+
+
 def resize_long_side(img: np.ndarray, imgsz: int) -> np.ndarray:
-    """Resize (h0, w0, C) so its long side is `imgsz`: sides min(ceil(side * r), imgsz), INTER_LINEAR (§5.1).
+    """Resize (h0, w0, C) so its long side is `imgsz` (`long_side_shape`), INTER_LINEAR (§5.1).
 
     Images are scaled up as well as down; an image whose long side already is `imgsz` is returned as is.
     """
-    h0, w0 = img.shape[:2]
-    r = imgsz / max(h0, w0)
-    if r == 1:
+    h, w = long_side_shape(*img.shape[:2], imgsz)
+    if (h, w) == img.shape[:2]:
         return img
-    w, h = min(math.ceil(w0 * r), imgsz), min(math.ceil(h0 * r), imgsz)
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
