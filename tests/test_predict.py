@@ -564,15 +564,27 @@ def test_compile_gives_the_same_predictions():
 
 
 def _conv_calls(monkeypatch) -> list[int]:
-    """Counts eager nn.Conv2d calls (a TorchScript graph runs none)."""
-    calls = []
-    conv_forward = torch.nn.Conv2d._conv_forward
+    """Eager nn.Conv2d calls outside the prototype branch (a TorchScript graph runs none; the CPU predictor runs the
+    deferred prototypes eagerly after NMS), one entry each."""
+    from yoloseg.nn.blocks import Proto
+
+    calls, in_proto = [], []
+    conv_forward, proto_forward = torch.nn.Conv2d._conv_forward, Proto.forward
 
     def spy(self, x, weight, bias):
-        calls.append(1)
+        if not in_proto:
+            calls.append(1)
         return conv_forward(self, x, weight, bias)
 
+    def proto_spy(self, x):
+        in_proto.append(1)
+        try:
+            return proto_forward(self, x)
+        finally:
+            in_proto.pop()
+
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    monkeypatch.setattr(Proto, "forward", proto_spy)
     return calls
 
 
@@ -651,11 +663,15 @@ def test_graph_only_where_it_pays(tmp_path, monkeypatch):
     clip = Predictor(model, {"imgsz": 64, "verbose": False})
     calls.clear()
     assert len(clip.predict(str(video))) == 7 and clip.forward.graph is not None
-    per_frame = len(calls) / (predictor_module.GRAPH_AFTER - 1 + 3)  # eager: 2 frames, the check and 2 warm-ups
-    assert calls and per_frame == int(per_frame)  # frames 3-7 ran no eager convolution
+    with_graph = len(calls)
     off = Predictor(model, {"imgsz": 64, "verbose": False, "jit": False})
+    calls.clear()
     off.predict(str(video))
     assert off.forward.graph is None
+    per_frame = len(calls) / 7
+    assert per_frame > 50 and per_frame == int(per_frame)
+    # eager: frames 1-2, the trace and the check at another shape; frames 3-7 ran no eager convolution
+    assert with_graph == (predictor_module.GRAPH_AFTER - 1 + 2) * per_frame
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: module)
     compiled = Predictor(model, {"imgsz": 64, "verbose": False, "compile": True})
     assert not compiled.forward.graphs  # torch.compile, when asked for, replaces the graph
@@ -847,3 +863,48 @@ def test_half_on_a_cpu_without_bf16_hardware_warns_and_runs_fp32(monkeypatch, lo
     assert not half.forward.bf16 and not half.fp16
     assert any("half=True on cpu" in m and "running fp32" in m for m in log_messages)
     torch.testing.assert_close(half.predict(image)[0].boxes.data, plain.predict(image)[0].boxes.data)
+
+
+def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
+    """A CPU predictor runs the prototype branch after NMS, over the window its detections' masks read only: boxes and
+    masks are bit-identical to the full forward's (plain, retina, uncropped, batched, traced), a frame without
+    detections runs no prototypes, and the caller's model is left as it was."""
+    import yoloseg.engine.predictor as predictor_module
+    from yoloseg.nn.blocks import Proto
+
+    model = _reference_model("yolo11n-seg-shapes")
+    files = sorted(shared_path("data", "shapes-ref-seg/images/val").glob("*.jpg"))[:6]
+    images = [cv2.imread(str(f)) for f in files]
+    images.append(np.ascontiguousarray(images[0][40:, 90:]))  # objects cut by the image edges
+    cases = [
+        {"conf": 0.001},  # hundreds of boxes: windows spanning most of the map
+        {"conf": 0.25, "retina_masks": True},
+        {"conf": 0.25, "crop_masks": False},
+        {"conf": 0.1, "batch": 3, "imgsz": 320},
+    ]
+    defer = predictor_module._defer_proto
+    for case in cases:
+        args = {"imgsz": 256, "verbose": False, **case}
+        runs = []
+        for how in (defer, lambda m: None):
+            monkeypatch.setattr(predictor_module, "_defer_proto", how)
+            predictor = Predictor(model, args)
+            runs.append([r for _ in range(predictor_module.GRAPH_AFTER) for r in predictor.predict(images)])
+        deferred, full = runs
+        assert sum(len(r) for r in full) >= 10
+        for a, b in zip(deferred, full):
+            assert torch.equal(a.boxes.data, b.boxes.data)
+            assert (a.masks is None) == (b.masks is None)
+            if a.masks is not None:
+                assert torch.equal(a.masks.data, b.masks.data)
+    monkeypatch.setattr(predictor_module, "_defer_proto", defer)
+    assert not model.model[-1].defer_proto
+    windows = [predictor_module._proto_window(r.boxes.xyxy[:1], (256, 256), (32, 32)) for r in runs[1][:3]]
+    assert any(w != (0, 32, 0, 32) for w in windows)  # small objects: a window smaller than the map
+
+    proto_calls, proto_forward = [], Proto.forward
+    monkeypatch.setattr(Proto, "forward", lambda self, x: proto_calls.append(x.shape[2:]) or proto_forward(self, x))
+    predictor = Predictor(model, {"imgsz": 256, "verbose": False})
+    assert len(predictor.predict(np.full((256, 256, 3), 114, np.uint8))[0]) == 0
+    assert proto_calls == []  # nothing detected: no prototypes
+    assert len(predictor.predict(images[0])[0]) and len(proto_calls) == 1

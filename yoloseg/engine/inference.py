@@ -227,6 +227,15 @@ class CompiledForward:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return _to_float(self._call(x, **kwargs))
 
+    def run_module(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Run the submodule `name` (as in `named_modules`) of the model this forward runs, eagerly and at its
+        precision (under bf16 autocast, returning fp32, when `bf16`)."""
+        module = self.model.get_submodule(name)
+        if not self.bf16:
+            return module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(x).float()
+
     def _call(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self.compiled is not None:
             try:

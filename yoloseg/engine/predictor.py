@@ -11,7 +11,9 @@ original image (bilinear, > 0.5) and cropped to the scaled boxes.
 Numerics follow the incumbent (INCUMBENT.md §5.3-5.7): letterbox with `auto` padding only for PyTorch (or dynamic)
 models when every image of the batch has one shape, NMS with multi_label off, masks at the letterboxed input size
 (bilinear upsample of the logits, threshold > 0, crop with the input-space boxes) or, with `retina_masks`, at the
-original size from boxes scaled first; predictions whose mask is empty are dropped.
+original size from boxes scaled first; predictions whose mask is empty are dropped. A CPU predictor's own model
+defers its prototype branch until after NMS and runs it only over the window its detections' masks read, with the
+same masks (see `_protos_for`).
 
 Test-time augmentation (`augment=True`, beyond the incumbent, which ignores it for segmentation): the batch also
 runs flipped left-right at scale 0.83 and unflipped at 0.67 (inputs resized bilinearly, padded bottom/right to the
@@ -25,6 +27,7 @@ warping its logits back; the unaugmented pass is used untouched, so augment=Fals
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -40,8 +43,10 @@ from torch import nn
 from ..config.defaults import DEFAULTS
 from ..data.augment.letterbox import PAD_VALUE, letterbox
 from ..data.sources import SourceBatch, Sources, load_sources
+from ..nn.blocks import Proto
+from ..nn.heads import Segment
 from ..ops.boxes import scale_boxes
-from ..ops.masks import crop_mask, process_mask, process_mask_native, scale_masks
+from ..ops.masks import MASK_READ_MARGIN, crop_mask, process_mask, process_mask_native, scale_masks
 from ..ops.nms import non_max_suppression
 from ..results import Results, write_image
 from ..utils.log import log
@@ -91,11 +96,15 @@ class Predictor:
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
+            # on a CPU the prototype branch (~19% of yolo11n-seg's forward at 640x480) runs after NMS, only over the
+            # window the masks read (nothing for a frame without detections); set before the copies and traces below
+            self._proto_name = _defer_proto(self.model) if self.device.type == "cpu" else None
             graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
             self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
             self.dynamic = True
         else:
             self.model = self.forward = model
+            self._proto_name = None
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
             self.fp16 = bool(getattr(model, "fp16", False))
@@ -241,12 +250,14 @@ class Predictor:
         elif self.torch_model and self._graph_due(left):
             self.forward.prepare(x)
         setup = time.perf_counter() - t1
+        self._proto_seconds = 0.0
         with torch.inference_mode():
             out = self.infer(x)
             t2 = time.perf_counter() - setup
             # in inference mode too, as the incumbent's predict: ~11% less time without autograd's bookkeeping
             results = self.postprocess(out, x.shape[2:], batch.images, batch.paths)
         t3 = time.perf_counter() - setup
+        t2 += self._proto_seconds  # deferred prototypes (run in postprocess) count as inference
         n = len(results)
         speed = {
             "preprocess": (t1 - t0) * 1e3 / n,
@@ -283,7 +294,8 @@ class Predictor:
 
     def infer(self, x: torch.Tensor) -> tuple:
         """Run the model: (y (B, 4+nc+nm, A), protos (B, nm, H/4, W/4) or None for detection models), or the
-        in-graph NMS / mask outputs of an end-to-end export (see the module docstring).
+        in-graph NMS / mask outputs of an end-to-end export (see the module docstring). A CPU predictor's own model
+        defers its prototypes: the second output is then the P3 features (B, c, H/8, W/8) (see `_protos_for`).
 
         With augment, y gains a last channel holding the pass index and protos is a list with one (B, nm, H/4, W/4)
         tensor per pass, already in the unaugmented frame.
@@ -307,6 +319,8 @@ class Predictor:
                 xi = F.interpolate(xi, size=(hs, ws), mode="bilinear", align_corners=False)
                 xi = F.pad(xi, (0, wp - ws, 0, hp - hs), value=PAD_VALUE / 255)
             y, p = _split_output(self.forward(xi))
+            if p is not None and self._proto_name is not None:
+                p = self.forward.run_module(self._proto_name, p)  # every anchor of the pass may be kept
             y = y.clone()
             gx, gy = ws / w, hs / h
             y[:, 0] /= gx
@@ -332,6 +346,8 @@ class Predictor:
         shape = tuple(shape)
         tta = isinstance(out[1], list)
         preds, protos, graph_masks = self._detections(out)
+        if self._proto_name is not None and not tta and protos is not None:
+            protos = self._protos_for(protos, preds, shape)
         results = []
         for i, pred in enumerate(preds):
             orig = images[i]
@@ -339,6 +355,31 @@ class Predictor:
             boxes, masks = self._boxes_and_masks(pred, protos, i, shape, orig.shape[:2], tta, gm)
             results.append(Results(orig, paths[i], self.names, boxes=boxes, masks=masks))
         return results
+
+    def _protos_for(
+        self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int]
+    ) -> list[torch.Tensor | None]:
+        """Per image prototypes (nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), computed only over the
+        window the masks of its detections read (zeros elsewhere; all of it with crop_masks=False), None for an
+        image without detections. Within the window the values are those of the full forward (Proto.RING)."""
+        t = time.perf_counter()
+        crop = bool(self.args.get("crop_masks", True))
+        fh, fw = feats.shape[2:]
+        out: list[torch.Tensor | None] = []
+        for i, pred in enumerate(preds):
+            if not len(pred):
+                out.append(None)
+                continue
+            y0, y1, x0, x1 = _proto_window(pred[:, :4], shape, (fh, fw)) if crop else (0, fh, 0, fw)
+            p = self.forward.run_module(self._proto_name, feats[i : i + 1, :, y0:y1, x0:x1])[0]
+            if (y0, y1, x0, x1) != (0, fh, 0, fw):
+                up = p.shape[-1] // (x1 - x0)
+                full = p.new_zeros((p.shape[0], up * fh, up * fw))
+                full[:, up * y0 : up * y1, up * x0 : up * x1] = p
+                p = full
+            out.append(p)
+        self._proto_seconds += time.perf_counter() - t
+        return out
 
     def _detections(self, out: tuple) -> tuple[list[torch.Tensor], Any, list[torch.Tensor] | None]:
         """Per image rows (n, 6 + nm [+ pass id]) x1 y1 x2 y2 conf cls coeffs in input pixels, by descending conf;
@@ -489,6 +530,36 @@ class _VideoWriter:
         self.writer.release()
         if self.tmp.exists():
             os.replace(self.tmp, self.path)
+
+
+def _defer_proto(model: nn.Module) -> str | None:
+    """Set the Segment head of `model` (an inference copy) to hand back its P3 features instead of prototypes; the
+    name of its Proto module, or None for a model without one."""
+    for name, m in model.named_modules():
+        if isinstance(m, Segment):
+            m.defer_proto = True
+            return f"{name}.proto"
+    return None
+
+
+def _proto_window(boxes: torch.Tensor, shape: tuple[int, int], feat_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the window of the P3 features (feat_hw, 1/8 of the input `shape`) whose prototypes (2x the
+    features) hold, outside Proto.RING, every prototype pixel that the masks of `boxes` (N, 4) xyxy in input pixels
+    read; the whole map for non-finite boxes or boxes wholly outside it."""
+    whole = (0, feat_hw[0], 0, feat_hw[1])
+    if not bool(torch.isfinite(boxes).all()):
+        return whole
+    lo, hi = boxes[:, :2].amin(0).tolist(), boxes[:, 2:].amax(0).tolist()
+    window = []
+    for axis, (size, f) in enumerate(zip(shape, feat_hw)):  # y, then x (column 1, then 0 of the boxes)
+        per_proto = size / (2 * f)  # input pixels per prototype pixel
+        p0 = math.floor(lo[1 - axis] / per_proto) - MASK_READ_MARGIN
+        p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
+        w0, w1 = max((p0 - Proto.RING) // 2, 0), min(-(-(p1 + Proto.RING) // 2), f)
+        if w1 <= w0:
+            return whole
+        window += [w0, w1]
+    return tuple(window)
 
 
 def _split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

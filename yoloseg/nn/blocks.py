@@ -236,7 +236,15 @@ class C2PSA(nn.Module):
 
 
 class Proto(nn.Module):
-    """Mask prototypes: conv, 2× transposed-conv upsample, conv, 1×1 to `c2` prototypes (1/4 input resolution)."""
+    """Mask prototypes: conv, 2× transposed-conv upsample, conv, 1×1 to `c2` prototypes (1/4 input resolution).
+
+    Run on a window of its input, it gives the values of the run on the whole map except within RING output pixels
+    of a window edge that lies inside the map, where zero padding stands in for the neighbours: 1 input pixel from
+    cv1, 2 output pixels after the upsample, 3 after cv2 (cv3 is 1×1). Outside that ring the values are bit-identical
+    on a CPU (each output pixel sums the same terms in the same order).
+    """
+
+    RING = 3
 
     def __init__(self, c1: int, c_: int = 256, c2: int = 32):
         super().__init__()

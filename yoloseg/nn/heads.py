@@ -88,7 +88,13 @@ class Segment(Detect):
 
     train mode: (feats, mask_coefficients (B, nm, A), protos (B, nm, H/4, W/4));
     eval mode: (cat(decoded, mask_coefficients) (B, 4 + nc + nm, A), protos).
+
+    With `defer_proto` set (an attribute of an inference copy, not a weight), eval mode returns the P3 features
+    (B, ch[0], H/8, W/8) in place of protos, for a caller that runs `proto` itself only where masks will be read
+    (the CPU predictor: nothing for a frame without detections, a window around them otherwise).
     """
+
+    defer_proto = False
 
     def __init__(
         self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), reg_max: int = 16, legacy=False
@@ -102,7 +108,8 @@ class Segment(Detect):
 
     def forward(self, x: list[torch.Tensor], with_raw: bool = False):
         """See the class docstring; eval with `with_raw` returns ((decoded, protos), train-mode outputs)."""
-        protos = self.proto(x[0])
+        deferred = self.defer_proto and not self.training and not with_raw
+        protos = x[0] if deferred else self.proto(x[0])
         b = protos.shape[0]
         mc = torch.cat([self.cv4[i](x[i]).view(b, self.nm, -1) for i in range(self.nl)], 2)  # (B, nm, A)
         feats = self.level_maps(x)

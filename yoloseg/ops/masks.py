@@ -24,6 +24,9 @@ _PIXEL_BUDGET = 1 << 24  # float pixels per chunk on the full-size path
 # Fast windows may round differently from the kernel by a few ulps of the largest logit; values within this fraction
 # of it have their sign recomputed exactly (a wide margin over the error of two stages).
 _SIGN_TOLERANCE = 2**-16
+# Prototype pixels beyond a box (in prototype pixels) that its mask may read: the bilinear neighbours of the samples
+# inside the box (1), a second resize stage (retina_masks), rounding.
+MASK_READ_MARGIN = 3
 
 
 def crop_mask(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
