@@ -36,6 +36,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.state.requests.append(self.path)
+        if self.path == "/flaky/file.bin" and self.state.requests.count(self.path) == 1:
+            self.send_error(503, "busy")  # the first request fails, the next ones are served
+            return
+        self.path = self.path.removeprefix("/flaky")
         if self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -105,6 +109,15 @@ def test_short_body_fails_and_leaves_nothing(server: Server, tmp_path: Path) -> 
     with pytest.raises(DownloadError):
         download_file(f"{server.url}/short", dest, progress=False, retries=0)
     assert list(tmp_path.iterdir()) == [server.root]
+
+
+def test_a_failed_attempt_is_retried_and_said(server: Server, settings: Path, log_messages: list[str]) -> None:
+    dest = settings / "file.bin"
+    assert download_file(f"{server.url}/flaky/file.bin", dest, progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD and server.requests == ["/flaky/file.bin"] * 2
+    assert [m for m in log_messages if "retry" in m] == [
+        f"WARNING: download of {server.url}/flaky/file.bin failed (HTTP Error 503: busy); retry 1/2"
+    ]
 
 
 def test_is_url() -> None:

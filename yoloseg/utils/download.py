@@ -77,9 +77,11 @@ def download_file(url: str, dest: str | Path, progress: bool = True, timeout: fl
     error: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
+            log.warning(f"WARNING: download of {url} failed ({error}); retry {attempt}/{retries}")
             time.sleep(attempt * _RETRY_DELAY_S)
-        try:
+        else:
             log.info(f"Downloading {url} to {dest}")
+        try:
             _fetch(url, dest, progress, timeout)
             return dest
         # URLError, HTTPError, timeouts and DownloadError are OSErrors; IncompleteRead is an HTTPException
