@@ -908,3 +908,32 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
     assert len(predictor.predict(np.full((256, 256, 3), 114, np.uint8))[0]) == 0
     assert proto_calls == []  # nothing detected: no prototypes
     assert len(predictor.predict(images[0])[0]) and len(proto_calls) == 1
+
+
+def test_prototype_windows_hold_the_full_maps_values():
+    """The window `_proto_window` picks for small and large boxes anywhere (edges included) gives, over every
+    prototype pixel their masks read, exactly the values of the prototypes computed on the whole feature map."""
+    import math
+
+    from yoloseg.engine.predictor import _proto_window
+
+    proto = _reference_model("yolo11n-seg-coco128").model[-1].proto
+    generator = torch.Generator().manual_seed(0)
+    feats = torch.randn(1, proto.cv1.conv.in_channels, 60, 80, generator=generator)
+    feats = feats.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        full = proto(feats)[0]
+        for k in range(40):
+            size = torch.rand(2, generator=generator) * (4 if k % 2 else 120) + 1
+            corner = torch.rand(2, generator=generator) * torch.tensor([640.0, 480.0]) - size / 2
+            box = torch.cat((corner, corner + size))[None]
+            y0, y1, x0, x1 = _proto_window(box, (480, 640), (60, 80))
+            window = proto(feats[:, :, y0:y1, x0:x1])[0]
+            # bilinear upsampling by 4 reads the proto pixels within one of the box (a superset here)
+            r0, c0 = (max(math.floor(v / 4) - 1, 0) for v in (box[0, 1].item(), box[0, 0].item()))
+            r1, c1 = (math.ceil(v / 4) + 2 for v in (box[0, 3].item(), box[0, 2].item()))
+            r1, c1 = min(r1, 120), min(c1, 160)
+            if r1 <= r0 or c1 <= c0:
+                continue  # wholly outside the image
+            got = window[:, r0 - 2 * y0 : r1 - 2 * y0, c0 - 2 * x0 : c1 - 2 * x0]
+            assert got.shape[1:] == (r1 - r0, c1 - c0) and torch.equal(got, full[:, r0:r1, c0:c1]), (k, box)

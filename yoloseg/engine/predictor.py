@@ -64,6 +64,10 @@ TTA_FLIPS = (False, True, False)
 # wall either way, at 640 the forwards saved 1.0 s), and gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
 GRAPH_MIN_LEFT = 100
+# A deferred prototype window spans at least this many feature pixels each way (or the whole map): PyTorch runs a
+# batch-1 convolution with at most 20480 input values through its native kernel instead of oneDNN, and the two round
+# differently; 24 x 24 x 64+ channels keeps the window on the full map's oneDNN kernels, so its values are the same.
+PROTO_MIN_WINDOW = 24
 
 
 class Predictor:
@@ -558,6 +562,10 @@ def _proto_window(boxes: torch.Tensor, shape: tuple[int, int], feat_hw: tuple[in
         w0, w1 = max((p0 - Proto.RING) // 2, 0), min(-(-(p1 + Proto.RING) // 2), f)
         if w1 <= w0:
             return whole
+        short = PROTO_MIN_WINDOW - (w1 - w0)
+        if short > 0:  # grow it about its centre, within the map
+            w0 = max(min(w0 - short // 2, f - PROTO_MIN_WINDOW), 0)
+            w1 = min(w0 + PROTO_MIN_WINDOW, f)
         window += [w0, w1]
     return tuple(window)
 
