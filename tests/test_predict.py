@@ -754,9 +754,9 @@ def test_bf16_graph_gives_the_autocast_numbers():
     outputs, fp32."""
     from yoloseg.engine.inference import CompiledForward, inference_copy
 
-    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    model = inference_copy(_reference_model("yolo11n-seg-shapes"), torch.device("cpu"))
     forward = CompiledForward(model, bf16=True, graphs=True)
-    x = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 192, 256).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         eager = forward(x)
     forward.prepare(x)
@@ -764,7 +764,7 @@ def test_bf16_graph_gives_the_autocast_numbers():
     with torch.inference_mode():
         got = forward(x)
     assert all(g.dtype == torch.float32 for g in got)
-    for a, b in zip(got, eager):
+    for a, b in zip(got, eager):  # boxes decoded in fp32 as eagerly (bf16 would be ~1 px off at 200 px)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

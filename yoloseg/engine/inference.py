@@ -191,16 +191,18 @@ class CompiledForward:
             self.graphs = False
 
     def _trace(self, x: torch.Tensor) -> Any:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # TracerWarnings flag sizes turned into constants, which the check at a second shape catches;
+            # TorchScript's deprecation notice (torch 2.13) is not the user's to act on: should TorchScript go,
+            # tracing fails here and the model stays eager
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             sample = torch.empty_like(x).copy_(x)  # a normal tensor even when `x` is an inference one
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16), warnings.catch_warnings():
-                # TracerWarnings flag sizes turned into constants, which the check at a second shape catches;
-                # TorchScript's deprecation notice (torch 2.13) is not the user's to act on: should TorchScript go,
-                # tracing fails here and the model stays eager
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 traced = torch.jit.trace(self.model, sample, strict=False, check_trace=False)
-                return torch.jit.freeze(traced.eval())
+            # frozen outside autocast: freezing under it runs TorchScript's own autocast pass over the traced casts,
+            # which put the head's fp32 box decoding and a second round of casts in bf16 (boxes off by pixels)
+            return torch.jit.freeze(traced.eval())
 
     def _same_at_another_shape(self, graph: Any, x: torch.Tensor) -> bool:
         """Whether the graph gives the eager outputs at another (small, so cheap) batch size, height and width."""
@@ -214,8 +216,11 @@ class CompiledForward:
             got = _to_float(graph(other)) if self.bf16 else graph(other)
             expected = self(other)  # eager: the graph is not in place yet
         got, expected = _flatten(got), _flatten(expected)
+        # a size baked into the trace shows as wrong shapes or values; bf16 kernels of the frozen graph may round a
+        # few bf16 steps (2^-8) apart from eager ones
+        tol = 5e-2 if self.bf16 else 1e-3
         return len(got) == len(expected) and all(
-            a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-3) for a, b in zip(got, expected)
+            a.shape == b.shape and torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, expected)
         )
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
