@@ -168,7 +168,8 @@ def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict
                     "pytorch_bf16_eager": {"half": True, "jit": False},
                 }
                 extra = extra.get(backend, {})
-                predict = Predictor(model, {**args, **extra}).predict
+                predictor = Predictor(model, {**args, **extra})
+                predict = predictor.predict
             elif backend.startswith("openvino"):
                 from yoloseg.export.backends import load_backend
 
@@ -182,6 +183,8 @@ def bench_model(model, label: str, images: list[Path], a, workdir: Path) -> dict
                 yolo = YOLO(exported(model, fmt, a.imgsz, workdir / label, dynamic=backend.endswith("_dynamic")))
                 predict = functools.partial(yolo.predict, imgsz=a.imgsz, verbose=False)
             out[backend] = {p.name: time_image(predict, str(p), a.runs) for p in images}
+            if backend.startswith("pytorch"):  # whether the rows ran the TorchScript graph (or fell back to eager)
+                out[backend]["graph"] = getattr(predictor.forward, "graph", None) is not None
         except Exception as e:  # a missing package or a failed export is reported, not fatal
             out[backend] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(label, backend, json.dumps(out[backend]), file=sys.stderr, flush=True)
