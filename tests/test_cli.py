@@ -340,6 +340,17 @@ def test_checks(capsys):
         assert package in out
 
 
+@pytest.mark.parametrize("bf16", [True, False])
+def test_checks_says_whether_half_runs_bf16_on_this_cpu(monkeypatch, capsys, bf16):
+    from yoloseg.engine import inference
+
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: bf16)
+    assert run("checks") == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cpu "))
+    assert "torch kernels" in line
+    assert line.endswith("half=True and amp=bf16 run " + ("bf16 autocast" if bf16 else "fp32"))
+
+
 def test_checks_reports_gpus(monkeypatch, capsys):
     import torch
 
