@@ -305,10 +305,9 @@ def _cmd_checks(extra: list[str]) -> int:
     from .engine.inference import cpu_bf16_supported
 
     capability = torch.backends.cpu.get_cpu_capability()
-    bf16 = (
-        "bf16 hardware (AMX / AVX512-BF16): yes -> half=True and amp=bf16 run bf16 autocast"
-        if cpu_bf16_supported()
-        else "bf16 hardware (AMX / AVX512-BF16): no -> half=True and amp=bf16 run fp32"
+    has_bf16 = cpu_bf16_supported()
+    bf16 = f"bf16 hardware (AMX / AVX512-BF16): {'yes' if has_bf16 else 'no'} -> half=True and amp=bf16 run " + (
+        "bf16 autocast" if has_bf16 else "fp32"
     )
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     thread_env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}

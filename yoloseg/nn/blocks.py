@@ -241,7 +241,8 @@ class Proto(nn.Module):
     Run on a window of its input, it gives the values of the run on the whole map except within RING output pixels
     of a window edge that lies inside the map, where zero padding stands in for the neighbours: 1 input pixel from
     cv1, 2 output pixels after the upsample, 3 after cv2 (cv3 is 1×1). Outside that ring the values are bit-identical
-    on a CPU (each output pixel sums the same terms in the same order).
+    on a CPU when the window runs the same convolution kernels as the whole map (each output pixel then sums the same
+    terms in the same order; see predictor.PROTO_MIN_WINDOW).
     """
 
     RING = 3
