@@ -68,6 +68,8 @@ GRAPH_MIN_LEFT = 100
 # batch-1 convolution with at most 20480 input values through its native kernel instead of oneDNN, and the two round
 # differently; 24 x 24 x 64+ channels keeps the window on the full map's oneDNN kernels, so its values are the same.
 PROTO_MIN_WINDOW = 24
+# ... and a multiple of this many: fewer distinct shapes for oneDNN's primitive cache and the allocator to keep
+PROTO_WINDOW_STEP = 8
 
 
 class Predictor:
@@ -562,10 +564,11 @@ def _proto_window(boxes: torch.Tensor, shape: tuple[int, int], feat_hw: tuple[in
         w0, w1 = max((p0 - Proto.RING) // 2, 0), min(-(-(p1 + Proto.RING) // 2), f)
         if w1 <= w0:
             return whole
-        short = PROTO_MIN_WINDOW - (w1 - w0)
+        size = max(PROTO_MIN_WINDOW, -(-(w1 - w0) // PROTO_WINDOW_STEP) * PROTO_WINDOW_STEP)
+        short = size - (w1 - w0)
         if short > 0:  # grow it about its centre, within the map
-            w0 = max(min(w0 - short // 2, f - PROTO_MIN_WINDOW), 0)
-            w1 = min(w0 + PROTO_MIN_WINDOW, f)
+            w0 = max(min(w0 - short // 2, f - size), 0)
+            w1 = min(w0 + size, f)
         window += [w0, w1]
     return tuple(window)
 
