@@ -564,27 +564,29 @@ def test_compile_gives_the_same_predictions():
 
 
 def _conv_calls(monkeypatch) -> list[int]:
-    """Eager nn.Conv2d calls outside the prototype branch (a TorchScript graph runs none; the CPU predictor runs the
-    deferred prototypes eagerly after NMS), one entry each."""
-    from yoloseg.nn.blocks import Proto
-
-    calls, in_proto = [], []
-    conv_forward, proto_forward = torch.nn.Conv2d._conv_forward, Proto.forward
+    """Eager nn.Conv2d calls of the model's forward (a TorchScript graph runs none; the CPU predictor then runs the
+    box and prototype branches and the box decoding eagerly where they are needed), one entry each."""
+    calls, deferred = [], []
+    conv_forward = torch.nn.Conv2d._conv_forward
 
     def spy(self, x, weight, bias):
-        if not in_proto:
+        if not deferred:
             calls.append(1)
         return conv_forward(self, x, weight, bias)
 
-    def proto_spy(self, x):
-        in_proto.append(1)
-        try:
-            return proto_forward(self, x)
-        finally:
-            in_proto.pop()
+    def deferring(method):
+        def run(*args, **kwargs):
+            deferred.append(1)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                deferred.pop()
+
+        return run
 
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
-    monkeypatch.setattr(Proto, "forward", proto_spy)
+    for name in ("_complete_boxes", "_protos_for"):  # the deferred branches and the box decoding
+        monkeypatch.setattr(Predictor, name, deferring(getattr(Predictor, name)))
     return calls
 
 
@@ -866,9 +868,10 @@ def test_half_on_a_cpu_without_bf16_hardware_warns_and_runs_fp32(monkeypatch, lo
 
 
 def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
-    """A CPU predictor runs the prototype branch after NMS, over the window its detections' masks read only: boxes and
-    masks are bit-identical to the full forward's (plain, retina, uncropped, batched, traced), a frame without
-    detections runs no prototypes, and the caller's model is left as it was."""
+    """A CPU predictor runs the box branch only around the anchors that may pass conf, and the prototype branch after
+    NMS, over the region its detections' masks read: boxes and masks are bit-identical to the full forward's (plain,
+    retina, uncropped, batched, traced, small maps that take PyTorch's native kernel), a frame without detections runs
+    no prototypes, and the caller's model is left as it was."""
     import yoloseg.engine.predictor as predictor_module
     from yoloseg.nn.blocks import Proto
 
@@ -876,18 +879,23 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
     files = sorted(shared_path("data", "shapes-ref-seg/images/val").glob("*.jpg"))[:6]
     images = [cv2.imread(str(f)) for f in files]
     images.append(np.ascontiguousarray(images[0][40:, 90:]))  # objects cut by the image edges
+    # a 6:1 panorama with objects at one end: at imgsz 384 its P3 map is 8 x 48, where a window around them (8 x 24)
+    # would take PyTorch's native kernel while the whole map took oneDNN's
+    images.append(np.concatenate([images[0]] + [np.full_like(images[0], 114)] * 5, 1))
     cases = [
         {"conf": 0.001},  # hundreds of boxes: windows spanning most of the map
         {"conf": 0.25, "retina_masks": True},
         {"conf": 0.25, "crop_masks": False},
         {"conf": 0.1, "batch": 3, "imgsz": 320},
+        {"conf": 0.05, "batch": 3, "imgsz": 128},  # micro-batches of 2 and 1; small maps
+        {"conf": 0.05, "imgsz": 384},
     ]
-    defer = predictor_module._defer_proto
+    defer = predictor_module._defer_head
     for case in cases:
         args = {"imgsz": 256, "verbose": False, **case}
         runs = []
         for how in (defer, lambda m: None):
-            monkeypatch.setattr(predictor_module, "_defer_proto", how)
+            monkeypatch.setattr(predictor_module, "_defer_head", how)
             predictor = Predictor(model, args)
             runs.append([r for _ in range(predictor_module.GRAPH_AFTER) for r in predictor.predict(images)])
         deferred, full = runs
@@ -897,9 +905,10 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
             assert (a.masks is None) == (b.masks is None)
             if a.masks is not None:
                 assert torch.equal(a.masks.data, b.masks.data)
-    monkeypatch.setattr(predictor_module, "_defer_proto", defer)
-    assert not model.model[-1].defer_proto
-    windows = [predictor_module._proto_window(r.boxes.xyxy[:1], (256, 256), (32, 32)) for r in runs[1][:3]]
+    monkeypatch.setattr(predictor_module, "_defer_head", defer)
+    assert not model.model[-1].defer_proto and not model.model[-1].defer_boxes
+    regions = [predictor_module._mask_region(r.boxes.xyxy[:1], (256, 256), (64, 64)) for r in runs[1][:3]]
+    windows = [predictor_module._input_window(r, 3, 2, (32, 32)) for r in regions]
     assert any(w != (0, 32, 0, 32) for w in windows)  # small objects: a window smaller than the map
 
     proto_calls, proto_forward = [], Proto.forward
@@ -911,11 +920,12 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
 
 
 def test_prototype_windows_hold_the_full_maps_values():
-    """The window `_proto_window` picks for small and large boxes anywhere (edges included) gives, over every
-    prototype pixel their masks read, exactly the values of the prototypes computed on the whole feature map."""
+    """The window the predictor picks for the masks of small and large boxes anywhere (edges included) gives, over
+    every prototype pixel they read, exactly the values of the prototypes computed on the whole feature map."""
     import math
 
-    from yoloseg.engine.predictor import _proto_window
+    from yoloseg.engine.predictor import _input_window, _mask_region
+    from yoloseg.nn.blocks import Proto
 
     proto = _reference_model("yolo11n-seg-coco128").model[-1].proto
     generator = torch.Generator().manual_seed(0)
@@ -927,7 +937,7 @@ def test_prototype_windows_hold_the_full_maps_values():
             size = torch.rand(2, generator=generator) * (4 if k % 2 else 120) + 1
             corner = torch.rand(2, generator=generator) * torch.tensor([640.0, 480.0]) - size / 2
             box = torch.cat((corner, corner + size))[None]
-            y0, y1, x0, x1 = _proto_window(box, (480, 640), (60, 80))
+            y0, y1, x0, x1 = _input_window(_mask_region(box, (480, 640), (120, 160)), Proto.RING, 2, (60, 80))
             window = proto(feats[:, :, y0:y1, x0:x1])[0]
             # bilinear upsampling by 4 reads the proto pixels within one of the box (a superset here)
             r0, c0 = (max(math.floor(v / 4) - 1, 0) for v in (box[0, 1].item(), box[0, 0].item()))

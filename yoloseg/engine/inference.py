@@ -53,11 +53,17 @@ def _cat_outputs(parts: list[Any]) -> Any:
     return first
 
 
+def micro_batch_size(images: torch.Tensor) -> int:
+    """How many of `images` (B, C, H, W) `forward_batched` runs per call."""
+    if images.device.type != "cpu":
+        return max(len(images), 1)
+    return max(1, CPU_MICRO_BATCH_PIXELS // (images.shape[-2] * images.shape[-1]))
+
+
 def micro_batches(images: torch.Tensor) -> list[torch.Tensor]:
     """`images` split along the batch as `forward_batched` runs them: micro-batches of about CPU_MICRO_BATCH_PIXELS
     on a CPU, the whole batch elsewhere."""
-    pixels = images.shape[-2] * images.shape[-1]
-    micro_batch = max(1, CPU_MICRO_BATCH_PIXELS // pixels) if images.device.type == "cpu" else len(images)
+    micro_batch = micro_batch_size(images)
     if len(images) <= micro_batch:
         return [images]
     return [images[i : i + micro_batch] for i in range(0, len(images), micro_batch)]

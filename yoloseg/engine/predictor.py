@@ -12,8 +12,9 @@ Numerics follow the incumbent (INCUMBENT.md §5.3-5.7): letterbox with `auto` pa
 models when every image of the batch has one shape, NMS with multi_label off, masks at the letterboxed input size
 (bilinear upsample of the logits, threshold > 0, crop with the input-space boxes) or, with `retina_masks`, at the
 original size from boxes scaled first; predictions whose mask is empty are dropped. A CPU predictor's own model
-defers its prototype branch until after NMS and runs it only over the window its detections' masks read, with the
-same masks (see `_protos_for`).
+defers two branches of its head, with the same boxes and masks: the box branch runs only around the anchors whose
+scores may pass `conf` (see `_complete_boxes`), the prototype branch after NMS, only over the region its
+detections' masks read (see `_protos_for`).
 
 Test-time augmentation (`augment=True`, beyond the incumbent, which ignores it for segmentation): the batch also
 runs flipped left-right at scale 0.83 and unflipped at 0.67 (inputs resized bilinearly, padded bottom/right to the
@@ -52,7 +53,7 @@ from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
-from .inference import CompiledForward, forward_batched, inference_copy, inference_precision
+from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batch_size
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
 PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
@@ -64,12 +65,20 @@ TTA_FLIPS = (False, True, False)
 # wall either way, at 640 the forwards saved 1.0 s), and gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
 GRAPH_MIN_LEFT = 100
-# A deferred prototype window spans at least this many feature pixels each way (or the whole map): PyTorch runs a
-# batch-1 convolution with at most 20480 input values through its native kernel instead of oneDNN, and the two round
-# differently; 24 x 24 x 64+ channels keeps the window on the full map's oneDNN kernels, so its values are the same.
-PROTO_MIN_WINDOW = 24
-# ... and a multiple of this many: fewer distinct shapes for oneDNN's primitive cache and the allocator to keep
-PROTO_WINDOW_STEP = 8
+# Deferred branches (a CPU predictor's own model; see `_complete_boxes`, `_protos_for`, `_deferred_run`) run on
+# windows of their inputs. PyTorch sends a batch-1 convolution whose input holds at most NATIVE_CONV_MAX_VALUES
+# values to its native kernel instead of oneDNN (a batch of 2 or more always goes to oneDNN), and the two round
+# differently: a window runs only where it takes the kernel the full forward took, else the image's whole
+# micro-batch is run again. Windows span at least MIN_WINDOW input pixels each way (or the whole map) and come in
+# steps of WINDOW_STEP: each new shape costs a oneDNN primitive (a stream's memory grew 13 MB with free sizes).
+NATIVE_CONV_MAX_VALUES = 20480
+MIN_WINDOW = 24
+WINDOW_STEP = 8
+# The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
+BOX_RING = 2
+# Anchors whose best class logit is below logit(conf) by more than this cannot pass NMS's conf test: their boxes are
+# not computed (a margin far above the rounding of the sigmoid).
+SCORE_LOGIT_MARGIN = 1e-2
 
 
 class Predictor:
@@ -102,15 +111,16 @@ class Predictor:
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
-            # on a CPU the prototype branch (~19% of yolo11n-seg's forward at 640x480) runs after NMS, only over the
-            # window the masks read (nothing for a frame without detections); set before the copies and traces below
-            self._proto_name = _defer_proto(self.model) if self.device.type == "cpu" else None
+            # on a CPU the box branch (~11% of yolo11n-seg's forward at 640x480) runs only around the anchors whose
+            # scores pass conf, and the prototype branch (~19%) after NMS, only over the window the masks read (none
+            # for a frame without detections); set before the copies and traces below
+            self._head_name = _defer_head(self.model) if self.device.type == "cpu" else None
             graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
             self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
             self.dynamic = True
         else:
             self.model = self.forward = model
-            self._proto_name = None
+            self._head_name = None
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
             self.fp16 = bool(getattr(model, "fp16", False))
@@ -129,6 +139,7 @@ class Predictor:
         self.save_dir: Path | None = None
         self.seen = 0
         self.calls = self.batches = 0  # predict() calls and batches run, over this predictor's life
+        self._micro_batch, self._deferred_seconds = 1, 0.0  # the last forward's micro-batch; deferred-branch time
         self._writers: dict[str, _VideoWriter] = {}
 
     def _resolve_imgsz(self) -> tuple[int, int]:
@@ -256,14 +267,14 @@ class Predictor:
         elif self.torch_model and self._graph_due(left):
             self.forward.prepare(x)
         setup = time.perf_counter() - t1
-        self._proto_seconds = 0.0
         with torch.inference_mode():
             out = self.infer(x)
             t2 = time.perf_counter() - setup
+            self._deferred_seconds = 0.0  # the model's deferred branches run within postprocess
             # in inference mode too, as the incumbent's predict: ~11% less time without autograd's bookkeeping
             results = self.postprocess(out, x.shape[2:], batch.images, batch.paths)
         t3 = time.perf_counter() - setup
-        t2 += self._proto_seconds  # deferred prototypes (run in postprocess) count as inference
+        t2 += self._deferred_seconds  # and count as inference
         n = len(results)
         speed = {
             "preprocess": (t1 - t0) * 1e3 / n,
@@ -301,7 +312,8 @@ class Predictor:
     def infer(self, x: torch.Tensor) -> tuple:
         """Run the model: (y (B, 4+nc+nm, A), protos (B, nm, H/4, W/4) or None for detection models), or the
         in-graph NMS / mask outputs of an end-to-end export (see the module docstring). A CPU predictor's own model
-        defers its prototypes: the second output is then the P3 features (B, c, H/8, W/8) (see `_protos_for`).
+        defers its branches: y holds boxes only for anchors that may pass `conf` (see `_complete_boxes`), and the
+        second output is the P3 features (B, c, H/8, W/8) (see `_protos_for`).
 
         With augment, y gains a last channel holding the pass index and protos is a list with one (B, nm, H/4, W/4)
         tensor per pass, already in the unaugmented frame.
@@ -311,6 +323,9 @@ class Predictor:
                 return self._infer_tta(x)
             log.warning("WARNING: augment=True needs a PyTorch or dynamic-shape model without in-graph NMS; ignored")
         out = forward_batched(self.forward, x) if self.torch_model else self.forward(x)
+        if self._head_name is not None:
+            self._micro_batch = micro_batch_size(x)
+            return self._complete_boxes(out)
         return tuple(out) if self.end2end else _split_output(out)
 
     def _infer_tta(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -324,9 +339,13 @@ class Predictor:
                 hp, wp = -(-hs // self.stride) * self.stride, -(-ws // self.stride) * self.stride
                 xi = F.interpolate(xi, size=(hs, ws), mode="bilinear", align_corners=False)
                 xi = F.pad(xi, (0, wp - ws, 0, hp - hs), value=PAD_VALUE / 255)
-            y, p = _split_output(self.forward(xi))
-            if p is not None and self._proto_name is not None:
-                p = self.forward.run_module(self._proto_name, p)  # every anchor of the pass may be kept
+            out = self.forward(xi)
+            if self._head_name is not None:
+                self._micro_batch = len(xi)
+                y, p = self._complete_boxes(out)
+                p = self.forward.run_module(f"{self._head_name}.proto", p)  # any anchor of the pass may be kept
+            else:
+                y, p = _split_output(out)
             y = y.clone()
             gx, gy = ws / w, hs / h
             y[:, 0] /= gx
@@ -352,7 +371,7 @@ class Predictor:
         shape = tuple(shape)
         tta = isinstance(out[1], list)
         preds, protos, graph_masks = self._detections(out)
-        if self._proto_name is not None and not tta and protos is not None:
+        if self._head_name is not None and not tta and protos is not None:
             protos = self._protos_for(protos, preds, shape)
         results = []
         for i, pred in enumerate(preds):
@@ -362,29 +381,86 @@ class Predictor:
             results.append(Results(orig, paths[i], self.names, boxes=boxes, masks=masks))
         return results
 
-    def _protos_for(
-        self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int]
-    ) -> list[torch.Tensor | None]:
-        """Per image prototypes (nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), computed only over the
-        window the masks of its detections read (zeros elsewhere; all of it with crop_masks=False), None for an
-        image without detections. Within the window the values are those of the full forward (Proto.RING)."""
-        t = time.perf_counter()
+    def _complete_boxes(self, out: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deferred head's (class maps, level inputs, mask coefficients, P3 features) -> (y, P3 features), y as
+        the head would decode it (B, 4 + nc + nm, A), its box columns computed only for the anchors whose best class
+        logit may pass `conf` (zeros elsewhere: NMS drops those anchors on their scores alone)."""
+        class_maps, levels, coeffs, p3 = out
+        head = self.forward.model.get_submodule(self._head_name)
+        conf = float(self.args["conf"])
+        floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
+        feats = []
+        for level, (c, x) in enumerate(zip(class_maps, levels)):
+            wanted = c.amax(1) > floor  # (B, h, w)
+            regions: list[tuple[int, int, int, int] | None] = []
+            for i in range(len(c)):
+                rows, cols = wanted[i].nonzero(as_tuple=True)
+                rows, cols = rows.tolist(), cols.tolist()
+                regions.append((min(rows), max(rows) + 1, min(cols), max(cols) + 1) if rows else None)
+            box = self._deferred_run(f"{self._head_name}.cv2.{level}", x, regions, BOX_RING, 1)
+            if box is None:
+                box = c.new_zeros((c.shape[0], 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
+            feats.append(torch.cat((box.float(), c.float()), 1))
+        return torch.cat((head.decode(feats), coeffs.float()), 1), p3
+
+    def _protos_for(self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int]) -> Any:
+        """Prototypes (B, nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), each image's computed only over
+        the region the masks of its detections read (all of it with crop_masks=False) and zeros elsewhere; None
+        when no image has detections."""
         crop = bool(self.args.get("crop_masks", True))
-        fh, fw = feats.shape[2:]
-        out: list[torch.Tensor | None] = []
-        for i, pred in enumerate(preds):
-            if not len(pred):
-                out.append(None)
+        out_hw = (2 * feats.shape[2], 2 * feats.shape[3])
+        regions = [
+            None
+            if not len(pred)
+            else _mask_region(pred[:, :4], shape, out_hw)
+            if crop
+            else (0, out_hw[0], 0, out_hw[1])
+            for pred in preds
+        ]
+        return self._deferred_run(f"{self._head_name}.proto", feats, regions, Proto.RING, 2)
+
+    def _deferred_run(
+        self, name: str, x: torch.Tensor, regions: list[tuple[int, int, int, int] | None], ring: int, scale: int
+    ) -> torch.Tensor | None:
+        """Submodule `name` of the model (a deferred branch) run on `x` (B, c, h, w) so that, per image, its outputs
+        in `regions[i]` ((r0, r1, c0, c1) output pixels, output = `scale` x input; None: none wanted) hold the full
+        forward's values: on a window of the input, or on the image's whole micro-batch where a window would take
+        another convolution kernel (NATIVE_CONV_MAX_VALUES). `ring`: output pixels along an inner window edge that
+        zero padding changes. Returns (B, c_out, scale*h, scale*w), zeros outside what was computed; None if nothing
+        was wanted."""
+        t = time.perf_counter()
+        batch, _, h, w = x.shape
+        module = self.forward.model.get_submodule(name)
+        channels = min(m.in_channels for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+        step = self._micro_batch
+        out: torch.Tensor | None = None
+        whole: set[int] = set()  # micro-batches to run again whole
+        for i, region in enumerate(regions):
+            if region is None:
                 continue
-            y0, y1, x0, x1 = _proto_window(pred[:, :4], shape, (fh, fw)) if crop else (0, fh, 0, fw)
-            p = self.forward.run_module(self._proto_name, feats[i : i + 1, :, y0:y1, x0:x1])[0]
-            if (y0, y1, x0, x1) != (0, fh, 0, fw):
-                up = p.shape[-1] // (x1 - x0)
-                full = p.new_zeros((p.shape[0], up * fh, up * fw))
-                full[:, up * y0 : up * y1, up * x0 : up * x1] = p
-                p = full
-            out.append(p)
-        self._proto_seconds += time.perf_counter() - t
+            y0, y1, x0, x1 = _input_window(region, ring, scale, (h, w))
+            full_native = min(step, batch - i // step * step) == 1 and h * w * channels <= NATIVE_CONV_MAX_VALUES
+            if (
+                (y1 - y0) * (x1 - x0) * channels <= NATIVE_CONV_MAX_VALUES
+                or full_native
+                or (y1 - y0, x1 - x0) == (h, w)
+            ):
+                whole.add(i // step)
+                continue
+            part = self.forward.run_module(name, x[i : i + 1, :, y0:y1, x0:x1])
+            if out is None:
+                out = part.new_zeros((batch, part.shape[1], scale * h, scale * w))
+            # all but the ring along the window's edges inside the map
+            r0, c0 = scale * y0 + (ring if y0 else 0), scale * x0 + (ring if x0 else 0)
+            r1, c1 = scale * y1 - (ring if y1 < h else 0), scale * x1 - (ring if x1 < w else 0)
+            out[i, :, r0:r1, c0:c1] = part[0, :, r0 - scale * y0 : r1 - scale * y0, c0 - scale * x0 : c1 - scale * x0]
+        for k in sorted(whole):
+            chunk = slice(k * step, min((k + 1) * step, batch))
+            part = self.forward.run_module(name, x[chunk])
+            if out is None:
+                out = part.new_zeros((batch, *part.shape[1:]))
+            out[chunk] = part
+        self._deferred_seconds += time.perf_counter() - t
         return out
 
     def _detections(self, out: tuple) -> tuple[list[torch.Tensor], Any, list[torch.Tensor] | None]:
@@ -538,33 +614,40 @@ class _VideoWriter:
             os.replace(self.tmp, self.path)
 
 
-def _defer_proto(model: nn.Module) -> str | None:
-    """Set the Segment head of `model` (an inference copy) to hand back its P3 features instead of prototypes; the
-    name of its Proto module, or None for a model without one."""
+def _defer_head(model: nn.Module) -> str | None:
+    """Set the Segment head of `model` (an inference copy) to defer its box and prototype branches (see
+    `Segment`); the head's module name, or None for a model without one."""
     for name, m in model.named_modules():
         if isinstance(m, Segment):
-            m.defer_proto = True
-            return f"{name}.proto"
+            m.defer_proto = m.defer_boxes = True
+            return name
     return None
 
 
-def _proto_window(boxes: torch.Tensor, shape: tuple[int, int], feat_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1): the window of the P3 features (feat_hw, 1/8 of the input `shape`) whose prototypes (2x the
-    features) hold, outside Proto.RING, every prototype pixel that the masks of `boxes` (N, 4) xyxy in input pixels
-    read; the whole map for non-finite boxes or boxes wholly outside it."""
-    whole = (0, feat_hw[0], 0, feat_hw[1])
+def _mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the prototype pixels (of a proto_hw map for input `shape`) that the masks of `boxes` (N, 4)
+    xyxy in input pixels read, clipped to the map; all of it for non-finite boxes."""
     if not bool(torch.isfinite(boxes).all()):
-        return whole
+        return 0, proto_hw[0], 0, proto_hw[1]
     lo, hi = boxes[:, :2].amin(0).tolist(), boxes[:, 2:].amax(0).tolist()
-    window = []
-    for axis, (size, f) in enumerate(zip(shape, feat_hw)):  # y, then x (column 1, then 0 of the boxes)
-        per_proto = size / (2 * f)  # input pixels per prototype pixel
+    region = []
+    for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y, then x (column 1, then 0 of the boxes)
+        per_proto = size / f  # input pixels per prototype pixel
         p0 = math.floor(lo[1 - axis] / per_proto) - MASK_READ_MARGIN
         p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
-        w0, w1 = max((p0 - Proto.RING) // 2, 0), min(-(-(p1 + Proto.RING) // 2), f)
-        if w1 <= w0:
-            return whole
-        size = max(PROTO_MIN_WINDOW, -(-(w1 - w0) // PROTO_WINDOW_STEP) * PROTO_WINDOW_STEP)
+        region += [min(max(p0, 0), f), min(max(p1, 0), f)]
+    return tuple(region)
+
+
+def _input_window(
+    region: tuple[int, int, int, int], ring: int, scale: int, hw: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the window of an (h, w) input whose outputs (`scale` x the input) hold `region` outside the
+    `ring`, at least MIN_WINDOW each way and in steps of WINDOW_STEP, within the map."""
+    window = []
+    for (o0, o1), f in zip((region[:2], region[2:]), hw):
+        w0, w1 = max((o0 - ring) // scale, 0), min(-(-(o1 + ring) // scale), f)
+        size = max(MIN_WINDOW, -(-max(w1 - w0, 1) // WINDOW_STEP) * WINDOW_STEP)
         short = size - (w1 - w0)
         if short > 0:  # grow it about its centre, within the map
             w0 = max(min(w0 - short // 2, f - size), 0)

@@ -91,10 +91,14 @@ class Segment(Detect):
 
     With `defer_proto` set (an attribute of an inference copy, not a weight), eval mode returns the P3 features
     (B, ch[0], H/8, W/8) in place of protos, for a caller that runs `proto` itself only where masks will be read
-    (the CPU predictor: nothing for a frame without detections, a window around them otherwise).
+    (the CPU predictor: nothing for a frame without detections, a window around them otherwise). With `defer_boxes`
+    also set, eval mode returns (class maps (cv3 per level), level inputs, mask coefficients, P3 features), for a
+    caller that runs the box branch (cv2) only around the anchors whose scores pass its threshold and then builds
+    the usual output with `decode` (see engine.predictor).
     """
 
     defer_proto = False
+    defer_boxes = False
 
     def __init__(
         self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), reg_max: int = 16, legacy=False
@@ -112,6 +116,8 @@ class Segment(Detect):
         protos = x[0] if deferred else self.proto(x[0])
         b = protos.shape[0]
         mc = torch.cat([self.cv4[i](x[i]).view(b, self.nm, -1) for i in range(self.nl)], 2)  # (B, nm, A)
+        if deferred and self.defer_boxes:
+            return tuple(self.cv3[i](x[i]) for i in range(self.nl)), tuple(x), mc, protos
         feats = self.level_maps(x)
         if self.training:
             return feats, mc, protos
