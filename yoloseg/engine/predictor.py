@@ -393,10 +393,9 @@ class Predictor:
         for level, (c, x) in enumerate(zip(class_maps, levels)):
             wanted = c.amax(1) > floor  # (B, h, w)
             regions: list[tuple[int, int, int, int] | None] = []
-            for i in range(len(c)):
-                rows, cols = wanted[i].nonzero(as_tuple=True)
-                rows, cols = rows.tolist(), cols.tolist()
-                regions.append((min(rows), max(rows) + 1, min(cols), max(cols) + 1) if rows else None)
+            for rows, cols in zip(wanted.any(2), wanted.any(1)):  # per image: rows and columns holding candidates
+                r, k = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
+                regions.append((int(r[0]), int(r[-1]) + 1, int(k[0]), int(k[-1]) + 1) if len(r) else None)
             box = self._deferred_run(f"{self._head_name}.cv2.{level}", x, regions, BOX_RING, 1)
             if box is None:
                 box = c.new_zeros((c.shape[0], 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
