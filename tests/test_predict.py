@@ -585,7 +585,7 @@ def _conv_calls(monkeypatch) -> list[int]:
         return run
 
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
-    for name in ("_complete_boxes", "_protos_for"):  # the deferred branches and the box decoding
+    for name in ("_complete_boxes", "_complete_coeffs", "_protos_for"):  # deferred branches, box decoding
         monkeypatch.setattr(Predictor, name, deferring(getattr(Predictor, name)))
     return calls
 
@@ -817,8 +817,8 @@ def test_half_on_a_cpu_with_bf16_hardware_autocasts_and_keeps_predictions(monkey
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
     r = half.predict(image)[0]
     assert calls.count(torch.bfloat16) > 50  # the convolutions did run in bf16
-    y, protos = half.infer(half.preprocess([cv2.imread(image)]))
-    assert y.dtype == torch.float32 and protos.dtype == torch.float32
+    y, (p3, levels) = half.infer(half.preprocess([cv2.imread(image)]))  # deferred branches: see _complete_boxes
+    assert all(t.dtype == torch.float32 for t in (y, p3, *levels))
     assert len(eager) >= 3 and len(r) == len(eager)
     order_r, order_e = r.boxes.xyxy[:, 0].argsort(), eager.boxes.xyxy[:, 0].argsort()
     assert torch.equal(r.boxes.cls[order_r], eager.boxes.cls[order_e])
@@ -868,8 +868,9 @@ def test_half_on_a_cpu_without_bf16_hardware_warns_and_runs_fp32(monkeypatch, lo
 
 
 def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
-    """A CPU predictor runs the box branch only around the anchors that may pass conf, and the prototype branch after
-    NMS, over the region its detections' masks read: boxes and masks are bit-identical to the full forward's (plain,
+    """A CPU predictor runs the box branch only around the anchors that may pass conf, the mask coefficients around
+    the kept anchors and the prototypes over the region their masks read: boxes and masks are bit-identical to the
+    full forward's (plain,
     retina, uncropped, batched, traced, small maps that take PyTorch's native kernel), a frame without detections runs
     no prototypes, and the caller's model is left as it was."""
     import yoloseg.engine.predictor as predictor_module

@@ -12,9 +12,9 @@ Numerics follow the incumbent (INCUMBENT.md §5.3-5.7): letterbox with `auto` pa
 models when every image of the batch has one shape, NMS with multi_label off, masks at the letterboxed input size
 (bilinear upsample of the logits, threshold > 0, crop with the input-space boxes) or, with `retina_masks`, at the
 original size from boxes scaled first; predictions whose mask is empty are dropped. A CPU predictor's own model
-defers two branches of its head, with the same boxes and masks: the box branch runs only around the anchors whose
-scores may pass `conf` (see `_complete_boxes`), the prototype branch after NMS, only over the region its
-detections' masks read (see `_protos_for`).
+defers three branches of its head, with the same boxes and masks: the box branch runs only around the anchors
+whose scores may pass `conf` (see `_complete_boxes`), the mask coefficients only around the anchors NMS keeps (see
+`_complete_coeffs`), the prototypes only over the region their masks read (see `_protos_for`).
 
 Test-time augmentation (`augment=True`, beyond the incumbent, which ignores it for segmentation): the batch also
 runs flipped left-right at scale 0.83 and unflipped at 0.67 (inputs resized bilinearly, padded bottom/right to the
@@ -112,8 +112,8 @@ class Predictor:
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
             # on a CPU the box branch (~11% of yolo11n-seg's forward at 640x480) runs only around the anchors whose
-            # scores pass conf, and the prototype branch (~19%) after NMS, only over the window the masks read (none
-            # for a frame without detections); set before the copies and traces below
+            # scores pass conf, the mask coefficients (~5%) and prototypes (~19%) after NMS, only where the masks read
+            # them (not at all for a frame without detections); set before the copies and traces below
             self._head_name = _defer_head(self.model) if self.device.type == "cpu" else None
             graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
             self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
@@ -312,8 +312,8 @@ class Predictor:
     def infer(self, x: torch.Tensor) -> tuple:
         """Run the model: (y (B, 4+nc+nm, A), protos (B, nm, H/4, W/4) or None for detection models), or the
         in-graph NMS / mask outputs of an end-to-end export (see the module docstring). A CPU predictor's own model
-        defers its branches: y holds boxes only for anchors that may pass `conf` (see `_complete_boxes`), and the
-        second output is the P3 features (B, c, H/8, W/8) (see `_protos_for`).
+        defers its branches: y holds boxes only for anchors that may pass `conf` and each anchor's index in place of
+        the mask coefficients, and the second output is (P3 features, level inputs) (see `_complete_boxes`).
 
         With augment, y gains a last channel holding the pass index and protos is a list with one (B, nm, H/4, W/4)
         tensor per pass, already in the unaugmented frame.
@@ -342,8 +342,8 @@ class Predictor:
             out = self.forward(xi)
             if self._head_name is not None:
                 self._micro_batch = len(xi)
-                y, p = self._complete_boxes(out)
-                p = self.forward.run_module(f"{self._head_name}.proto", p)  # any anchor of the pass may be kept
+                y, (p, _) = self._complete_boxes(out, all_coeffs=True)  # any anchor of the pass may be kept
+                p = self.forward.run_module(f"{self._head_name}.proto", p)
             else:
                 y, p = _split_output(out)
             y = y.clone()
@@ -371,8 +371,10 @@ class Predictor:
         shape = tuple(shape)
         tta = isinstance(out[1], list)
         preds, protos, graph_masks = self._detections(out)
-        if self._head_name is not None and not tta and protos is not None:
-            protos = self._protos_for(protos, preds, shape)
+        if self._head_name is not None and not tta:
+            p3, levels = protos
+            preds = self._complete_coeffs(preds, levels)
+            protos = self._protos_for(p3, preds, shape)
         results = []
         for i, pred in enumerate(preds):
             orig = images[i]
@@ -381,12 +383,15 @@ class Predictor:
             results.append(Results(orig, paths[i], self.names, boxes=boxes, masks=masks))
         return results
 
-    def _complete_boxes(self, out: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        """The deferred head's (class maps, level inputs, mask coefficients, P3 features) -> (y, P3 features), y as
-        the head would decode it (B, 4 + nc + nm, A), its box columns computed only for the anchors whose best class
-        logit may pass `conf` (zeros elsewhere: NMS drops those anchors on their scores alone)."""
-        class_maps, levels, coeffs, p3 = out
-        head = self.forward.model.get_submodule(self._head_name)
+    def _complete_boxes(self, out: tuple, all_coeffs: bool = False) -> tuple[torch.Tensor, tuple]:
+        """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)), y as the head would
+        decode it, its box columns computed only for the anchors whose best class logit may pass `conf` (zeros
+        elsewhere: NMS drops those anchors on their scores alone). y's last channels are the mask coefficients of
+        every anchor with `all_coeffs` (B, 4 + nc + nm, A), else each anchor's index (B, 4 + nc + 1, A), from which
+        `_complete_coeffs` computes the coefficients of the anchors NMS keeps."""
+        class_maps, levels = out
+        name = self._head_name
+        head = self.forward.model.get_submodule(name)
         conf = float(self.args["conf"])
         floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
         feats = []
@@ -396,11 +401,41 @@ class Predictor:
             for rows, cols in zip(wanted.any(2), wanted.any(1)):  # per image: rows and columns holding candidates
                 r, k = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
                 regions.append((int(r[0]), int(r[-1]) + 1, int(k[0]), int(k[-1]) + 1) if len(r) else None)
-            box = self._deferred_run(f"{self._head_name}.cv2.{level}", x, regions, BOX_RING, 1)
+            box = self._deferred_run(f"{name}.cv2.{level}", x, regions, BOX_RING, 1)
             if box is None:
                 box = c.new_zeros((c.shape[0], 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
             feats.append(torch.cat((box.float(), c.float()), 1))
-        return torch.cat((head.decode(feats), coeffs.float()), 1), p3
+        y = head.decode(feats)
+        if all_coeffs:
+            whole = [(0, x.shape[2], 0, x.shape[3])] * len(y)
+            maps = [self._deferred_run(f"{name}.cv4.{k}", x, whole, BOX_RING, 1) for k, x in enumerate(levels)]
+            extra = torch.cat([m.flatten(2) for m in maps], 2).float()
+        else:
+            extra = torch.arange(y.shape[2], dtype=y.dtype, device=y.device).expand(y.shape[0], 1, -1)
+        return torch.cat((y, extra), 1), (levels[0], levels)
+
+    def _complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
+        """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
+        those anchors, computed around them only (the values of the full forward, see `_deferred_run`)."""
+        coeffs = [pred.new_zeros((len(pred), self.forward.model.get_submodule(self._head_name).nm)) for pred in preds]
+        start = 0
+        for level, x in enumerate(levels):
+            h, w = x.shape[2:]
+            picks, regions = [], []
+            for pred in preds:
+                a = pred[:, 6].long() - start
+                sel = (a >= 0) & (a < h * w)
+                rows, cols = a[sel] // w, a[sel] % w
+                picks.append((sel, rows, cols))
+                regions.append(
+                    (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1) if len(rows) else None
+                )
+            start += h * w
+            maps = self._deferred_run(f"{self._head_name}.cv4.{level}", x, regions, BOX_RING, 1)
+            for i, (sel, rows, cols) in enumerate(picks):
+                if len(rows):
+                    coeffs[i][sel] = maps[i, :, rows, cols].T.float()
+        return [torch.cat((pred[:, :6], c), 1) for pred, c in zip(preds, coeffs)]
 
     def _protos_for(self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int]) -> Any:
         """Prototypes (B, nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), each image's computed only over

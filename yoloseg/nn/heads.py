@@ -92,9 +92,9 @@ class Segment(Detect):
     With `defer_proto` set (an attribute of an inference copy, not a weight), eval mode returns the P3 features
     (B, ch[0], H/8, W/8) in place of protos, for a caller that runs `proto` itself only where masks will be read
     (the CPU predictor: nothing for a frame without detections, a window around them otherwise). With `defer_boxes`
-    also set, eval mode returns (class maps (cv3 per level), level inputs, mask coefficients, P3 features), for a
-    caller that runs the box branch (cv2) only around the anchors whose scores pass its threshold and then builds
-    the usual output with `decode` (see engine.predictor).
+    also set, eval mode returns only (class maps (cv3 per level), level inputs), for a caller that runs the box
+    branch (cv2) around the anchors whose scores pass its threshold, builds the usual output with `decode`, and runs
+    the mask coefficients (cv4) and prototypes where its detections need them (see engine.predictor).
     """
 
     defer_proto = False
@@ -113,11 +113,11 @@ class Segment(Detect):
     def forward(self, x: list[torch.Tensor], with_raw: bool = False):
         """See the class docstring; eval with `with_raw` returns ((decoded, protos), train-mode outputs)."""
         deferred = self.defer_proto and not self.training and not with_raw
+        if deferred and self.defer_boxes:  # the caller runs cv2, cv4 and proto where their outputs are read
+            return tuple(self.cv3[i](x[i]) for i in range(self.nl)), tuple(x)
         protos = x[0] if deferred else self.proto(x[0])
         b = protos.shape[0]
         mc = torch.cat([self.cv4[i](x[i]).view(b, self.nm, -1) for i in range(self.nl)], 2)  # (B, nm, A)
-        if deferred and self.defer_boxes:
-            return tuple(self.cv3[i](x[i]) for i in range(self.nl)), tuple(x), mc, protos
         feats = self.level_maps(x)
         if self.training:
             return feats, mc, protos
