@@ -397,10 +397,7 @@ class Predictor:
         feats = []
         for level, (c, x) in enumerate(zip(class_maps, levels)):
             wanted = c.amax(1) > floor  # (B, h, w)
-            regions: list[tuple[int, int, int, int] | None] = []
-            for rows, cols in zip(wanted.any(2), wanted.any(1)):  # per image: rows and columns holding candidates
-                r, k = rows.nonzero()[:, 0], cols.nonzero()[:, 0]
-                regions.append((int(r[0]), int(r[-1]) + 1, int(k[0]), int(k[-1]) + 1) if len(r) else None)
+            regions = [_extent(*image.nonzero().T) for image in wanted]
             box = self._deferred_run(f"{name}.cv2.{level}", x, regions, BOX_RING, 1)
             if box is None:
                 box = c.new_zeros((c.shape[0], 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
@@ -417,7 +414,8 @@ class Predictor:
     def _complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
         """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
         those anchors, computed around them only (the values of the full forward, see `_deferred_run`)."""
-        coeffs = [pred.new_zeros((len(pred), self.forward.model.get_submodule(self._head_name).nm)) for pred in preds]
+        nm = self.forward.model.get_submodule(self._head_name).nm
+        coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
         start = 0
         for level, x in enumerate(levels):
             h, w = x.shape[2:]
@@ -427,9 +425,7 @@ class Predictor:
                 sel = (a >= 0) & (a < h * w)
                 rows, cols = a[sel] // w, a[sel] % w
                 picks.append((sel, rows, cols))
-                regions.append(
-                    (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1) if len(rows) else None
-                )
+                regions.append(_extent(rows, cols))
             start += h * w
             maps = self._deferred_run(f"{self._head_name}.cv4.{level}", x, regions, BOX_RING, 1)
             for i, (sel, rows, cols) in enumerate(picks):
@@ -656,6 +652,13 @@ def _defer_head(model: nn.Module) -> str | None:
             m.defer_proto = m.defer_boxes = True
             return name
     return None
+
+
+def _extent(rows: torch.Tensor, cols: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1): the smallest region holding the positions (rows[k], cols[k]); None for no positions."""
+    if not len(rows):
+        return None
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
 
 
 def _mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> tuple[int, int, int, int]:
