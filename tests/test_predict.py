@@ -907,7 +907,7 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
             if a.masks is not None:
                 assert torch.equal(a.masks.data, b.masks.data)
     monkeypatch.setattr(predictor_module, "_defer_head", defer)
-    assert not model.model[-1].defer_proto and not model.model[-1].defer_boxes
+    assert not model.model[-1].defer_branches
     regions = [predictor_module._mask_region(r.boxes.xyxy[:1], (256, 256), (64, 64)) for r in runs[1][:3]]
     windows = [predictor_module._input_window(r, 3, 2, (32, 32)) for r in regions]
     assert any(w != (0, 32, 0, 32) for w in windows)  # small objects: a window smaller than the map

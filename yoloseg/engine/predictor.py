@@ -645,11 +645,11 @@ class _VideoWriter:
 
 
 def _defer_head(model: nn.Module) -> str | None:
-    """Set the Segment head of `model` (an inference copy) to defer its box and prototype branches (see
+    """Set the Segment head of `model` (an inference copy) to defer its box, coefficient and prototype branches (see
     `Segment`); the head's module name, or None for a model without one."""
     for name, m in model.named_modules():
         if isinstance(m, Segment):
-            m.defer_proto = m.defer_boxes = True
+            m.defer_branches = True
             return name
     return None
 

@@ -89,16 +89,13 @@ class Segment(Detect):
     train mode: (feats, mask_coefficients (B, nm, A), protos (B, nm, H/4, W/4));
     eval mode: (cat(decoded, mask_coefficients) (B, 4 + nc + nm, A), protos).
 
-    With `defer_proto` set (an attribute of an inference copy, not a weight), eval mode returns the P3 features
-    (B, ch[0], H/8, W/8) in place of protos, for a caller that runs `proto` itself only where masks will be read
-    (the CPU predictor: nothing for a frame without detections, a window around them otherwise). With `defer_boxes`
-    also set, eval mode returns only (class maps (cv3 per level), level inputs), for a caller that runs the box
-    branch (cv2) around the anchors whose scores pass its threshold, builds the usual output with `decode`, and runs
-    the mask coefficients (cv4) and prototypes where its detections need them (see engine.predictor).
+    With `defer_branches` set (an attribute of an inference copy, not a weight), eval mode returns only (class maps
+    (cv3 per level), level inputs), for a caller that runs the box branch (cv2) around the anchors whose scores pass
+    its threshold, builds the usual output with `decode`, and runs the mask coefficients (cv4) and prototypes only
+    where its detections read them (the CPU predictor, see engine.predictor).
     """
 
-    defer_proto = False
-    defer_boxes = False
+    defer_branches = False
 
     def __init__(
         self, nc: int = 80, nm: int = 32, npr: int = 256, ch: tuple[int, ...] = (), reg_max: int = 16, legacy=False
@@ -112,10 +109,9 @@ class Segment(Detect):
 
     def forward(self, x: list[torch.Tensor], with_raw: bool = False):
         """See the class docstring; eval with `with_raw` returns ((decoded, protos), train-mode outputs)."""
-        deferred = self.defer_proto and not self.training and not with_raw
-        if deferred and self.defer_boxes:  # the caller runs cv2, cv4 and proto where their outputs are read
+        if self.defer_branches and not self.training and not with_raw:  # the caller runs cv2, cv4 and proto
             return tuple(self.cv3[i](x[i]) for i in range(self.nl)), tuple(x)
-        protos = x[0] if deferred else self.proto(x[0])
+        protos = self.proto(x[0])
         b = protos.shape[0]
         mc = torch.cat([self.cv4[i](x[i]).view(b, self.nm, -1) for i in range(self.nl)], 2)  # (B, nm, A)
         feats = self.level_maps(x)
