@@ -140,6 +140,7 @@ class Predictor:
         self.seen = 0
         self.calls = self.batches = 0  # predict() calls and batches run, over this predictor's life
         self._micro_batch, self._deferred_seconds = 1, 0.0  # the last forward's micro-batch; deferred-branch time
+        self._branch_channels: dict[str, int] = {}  # per deferred branch, see _deferred_run
         self._writers: dict[str, _VideoWriter] = {}
 
     def _resolve_imgsz(self) -> tuple[int, int]:
@@ -391,7 +392,7 @@ class Predictor:
         `_complete_coeffs` computes the coefficients of the anchors NMS keeps."""
         class_maps, levels = out
         name = self._head_name
-        head = self.forward.model.get_submodule(name)
+        head = self._deferred_head()
         conf = float(self.args["conf"])
         floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
         feats = []
@@ -411,10 +412,14 @@ class Predictor:
             extra = torch.arange(y.shape[2], dtype=y.dtype, device=y.device).expand(y.shape[0], 1, -1)
         return torch.cat((y, extra), 1), (levels[0], levels)
 
+    def _deferred_head(self) -> nn.Module:
+        """The Segment head of the model the forward runs (its bf16 copy under bf16)."""
+        return self.forward.model.get_submodule(self._head_name)
+
     def _complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
         """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
         those anchors, computed around them only (the values of the full forward, see `_deferred_run`)."""
-        nm = self.forward.model.get_submodule(self._head_name).nm
+        nm = self._deferred_head().nm
         coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
         start = 0
         for level, x in enumerate(levels):
@@ -460,8 +465,11 @@ class Predictor:
         was wanted."""
         t = time.perf_counter()
         batch, _, h, w = x.shape
-        module = self.forward.model.get_submodule(name)
-        channels = min(m.in_channels for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+        if name not in self._branch_channels:  # the fewest input channels of its convolutions: PyTorch's kernel choice
+            module = self.forward.model.get_submodule(name)
+            convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+            self._branch_channels[name] = min(m.in_channels for m in convs)
+        channels = self._branch_channels[name]
         step = self._micro_batch
         out: torch.Tensor | None = None
         whole: set[int] = set()  # micro-batches to run again whole
