@@ -137,3 +137,35 @@ def test_golden_forward_unfused_and_fused():
         y_fused, _ = model(x)
         ref_fused = torch.from_numpy(golden["output0_fused"])
         assert (y_fused - ref_fused).abs().max() <= 1e-4 * ref_fused.abs().max()
+
+
+def test_decoding_a_subset_of_anchors_gives_the_whole_decodings_values():
+    """decode_columns on any subset of anchors (any count, any batch, 1 or 2 threads) gives bit for bit the columns
+    of decoding every anchor: the CPU predictor decodes only the anchors that may pass conf. (A 1×1 convolution over
+    a dim-1 softmax, as the DFL was first written, rounds differently with the number of columns.)"""
+    from yoloseg.nn.heads import Segment
+
+    gen = torch.Generator().manual_seed(0)
+    head = Segment(80, 32, 64, ch=(64, 128, 256)).eval()
+    head.stride = torch.tensor([8.0, 16.0, 32.0])
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for (h, w), batch, scale in (((480, 640), 1, 5.0), ((128, 96), 3, 20.0), ((256, 1536), 2, 1.0)):
+                shape = [(batch, head.no, h // s, w // s) for s in (8, 16, 32)]
+                feats = [
+                    (torch.randn(s, generator=gen) * scale).contiguous(memory_format=torch.channels_last) for s in shape
+                ]
+                with torch.inference_mode():
+                    full = head.decode(feats)
+                    n = full.shape[2]
+                    x = torch.cat([f.reshape(batch, head.no, -1) for f in feats], 2)
+                    anchors, strides = head.anchor_points(feats)
+                    for k in sorted({1, 7, 9, 100, 321, n // 2, n}):
+                        idx = torch.stack([torch.randperm(n, generator=gen)[:k].sort().values for _ in range(batch)])
+                        cols = torch.gather(x, 2, idx[:, None].expand(-1, head.no, -1))
+                        y = head.decode_columns(cols, anchors[:, idx].transpose(0, 1), strides[:, idx].transpose(0, 1))
+                        assert torch.equal(y, torch.gather(full, 2, idx[:, None].expand(-1, full.shape[1], -1)))
+    finally:
+        torch.set_num_threads(threads)

@@ -385,32 +385,55 @@ class Predictor:
         return results
 
     def _complete_boxes(self, out: tuple, all_coeffs: bool = False) -> tuple[torch.Tensor, tuple]:
-        """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)), y as the head would
-        decode it, its box columns computed only for the anchors whose best class logit may pass `conf` (zeros
-        elsewhere: NMS drops those anchors on their scores alone). y's last channels are the mask coefficients of
-        every anchor with `all_coeffs` (B, 4 + nc + nm, A), else each anchor's index (B, 4 + nc + 1, A), from which
-        `_complete_coeffs` computes the coefficients of the anchors NMS keeps."""
+        """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)) with the box branch run
+        only around the anchors whose best class logit may pass `conf` (the others' scores fail it: NMS never reads
+        them).
+
+        y (B, 4 + nc + 1, K) holds, as the head would decode them, the columns of those anchors only (in anchor
+        order; K the most of any image, the rest scoring 0), the last row each column's anchor index, from which
+        `_complete_coeffs` computes the coefficients of the anchors NMS keeps. With `all_coeffs` (TTA), y is the
+        head's whole output (B, 4 + nc + nm, A) with every anchor's mask coefficients, boxes of the others zero."""
         class_maps, levels = out
         name = self._head_name
         head = self._deferred_head()
         conf = float(self.args["conf"])
         floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
-        feats = []
+        batch = class_maps[0].shape[0]
+        feats, columns, index, start = [], [[] for _ in range(batch)], [[] for _ in range(batch)], 0
         for level, (c, x) in enumerate(zip(class_maps, levels)):
-            wanted = c.amax(1) > floor  # (B, h, w)
-            regions = [_extent(*image.nonzero().T) for image in wanted]
+            w = c.shape[3]
+            picks = [image.flatten().nonzero().squeeze(1) for image in c.amax(1) > floor]  # (B, h, w) -> anchors
+            regions = [_extent(p // w, p % w) for p in picks]
             box = self._deferred_run(f"{name}.cv2.{level}", x, regions, BOX_RING, 1)
             if box is None:
-                box = c.new_zeros((c.shape[0], 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
-            feats.append(torch.cat((box.float(), c.float()), 1))
-        y = head.decode(feats)
+                box = c.new_zeros((batch, 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
+            if all_coeffs:
+                feats.append(torch.cat((box.float(), c.float()), 1))
+                continue
+            for i, p in enumerate(picks):
+                if len(p):
+                    columns[i].append(torch.cat((box[i].flatten(1)[:, p].float(), c[i].flatten(1)[:, p].float())))
+                    index[i].append(p + start)
+            start += c.shape[2] * w
         if all_coeffs:
-            whole = [(0, x.shape[2], 0, x.shape[3])] * len(y)
+            whole = [(0, x.shape[2], 0, x.shape[3])] * batch
             maps = [self._deferred_run(f"{name}.cv4.{k}", x, whole, BOX_RING, 1) for k, x in enumerate(levels)]
             extra = torch.cat([m.flatten(2) for m in maps], 2).float()
-        else:
-            extra = torch.arange(y.shape[2], dtype=y.dtype, device=y.device).expand(y.shape[0], 1, -1)
-        return torch.cat((y, extra), 1), (levels[0], levels)
+            return torch.cat((head.decode(feats), extra), 1), (levels[0], levels)
+        counts = [sum(len(p) for p in picks) for picks in index]
+        k = max(counts)
+        x = class_maps[0].new_zeros((batch, head.no, k), dtype=torch.float32)
+        idx = torch.zeros((batch, k), dtype=torch.long, device=x.device)
+        for i, n in enumerate(counts):
+            if n:
+                x[i, :, :n] = torch.cat(columns[i], 1)
+                idx[i, :n] = torch.cat(index[i])
+        shapes = [c.new_empty((0, 0, *c.shape[2:]), dtype=torch.float32) for c in class_maps]
+        anchors, strides = head.anchor_points(shapes)  # (2, A), (1, A)
+        y = head.decode_columns(x, anchors[:, idx].transpose(0, 1), strides[:, idx].transpose(0, 1))
+        for i, n in enumerate(counts):
+            y[i, 4:, n:] = 0  # padding: scores 0 never pass conf
+        return torch.cat((y, idx[:, None].to(y.dtype)), 1), (levels[0], levels)
 
     def _deferred_head(self) -> nn.Module:
         """The Segment head of the model the forward runs (its bf16 copy under bf16)."""

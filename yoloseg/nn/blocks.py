@@ -259,7 +259,11 @@ class Proto(nn.Module):
 
 
 class DFL(nn.Module):
-    """Distribution focal loss integral: expected value of a softmax over `c1` bins (a fixed 1×1 conv)."""
+    """Distribution focal loss integral: expected value of a softmax over `c1` bins (the fixed 1×1 conv's weights).
+
+    Computed per column as a last-dim softmax and a weighted sum, so each anchor's value does not depend on how many
+    columns run with it (the 1×1 conv over a dim-1 softmax rounds differently with the width): the CPU predictor
+    decodes only the anchors that may pass `conf` and gets the full decoding's values bit for bit."""
 
     def __init__(self, c1: int = 16):
         super().__init__()
@@ -269,4 +273,4 @@ class DFL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, a = x.shape  # (B, 4*c1, A)
-        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+        return (x.view(b, 4, self.c1, a).transpose(2, 3).softmax(3) * self.conv.weight.view(self.c1)).sum(3)

@@ -59,14 +59,25 @@ class Detect(nn.Module):
             with torch.autocast(feats[0].device.type, enabled=False):
                 return self.decode([f.float() for f in feats])
         b = feats[0].shape[0]
+        anchors, strides = self.anchor_points(feats)
+        x = torch.cat([f.view(b, self.no, -1) for f in feats], 2)  # (B, no, A)
+        return self.decode_columns(x, anchors.unsqueeze(0), strides)
+
+    def anchor_points(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor points (2, A) and strides (1, A) of per-level maps `feats` (their sizes, dtype and device), kept
+        for the next call with the same."""
         key = tuple(f.shape[2:] for f in feats) + (feats[0].device, feats[0].dtype)
         if key != self._anchor_key or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             anchors, strides = make_anchors(feats, self.stride, 0.5)
             self.anchors, self.strides = anchors.transpose(0, 1), strides.transpose(0, 1)  # (2, A), (1, A)
             self._anchor_key = key
-        x = torch.cat([f.view(b, self.no, -1) for f in feats], 2)  # (B, no, A)
+        return self.anchors, self.strides
+
+    def decode_columns(self, x: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+        """Raw columns (B, no, K) of anchors at points `anchors` (1 or B, 2, K) with `strides` (.., 1, K) ->
+        (B, 4 + nc, K) decoded: each column's values do not depend on the other columns (see DFL)."""
         box, cls = x.split((self.reg_max * 4, self.nc), 1)
-        dbox = dist2bbox(self.dfl(box), self.anchors.unsqueeze(0), xywh=True, dim=1) * self.strides
+        dbox = dist2bbox(self.dfl(box), anchors, xywh=True, dim=1) * strides
         return torch.cat((dbox, cls.sigmoid()), 1)
 
     def forward(self, x: list[torch.Tensor], with_raw: bool = False):
