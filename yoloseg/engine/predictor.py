@@ -77,7 +77,7 @@ WINDOW_STEP = 8
 # The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
 BOX_RING = 2
 # Anchors whose best class logit is below logit(conf) by more than this cannot pass NMS's conf test: their boxes are
-# not computed (a margin far above the rounding of the sigmoid).
+# neither computed nor decoded (a margin far above the rounding of the sigmoid).
 SCORE_LOGIT_MARGIN = 1e-2
 
 
@@ -313,8 +313,8 @@ class Predictor:
     def infer(self, x: torch.Tensor) -> tuple:
         """Run the model: (y (B, 4+nc+nm, A), protos (B, nm, H/4, W/4) or None for detection models), or the
         in-graph NMS / mask outputs of an end-to-end export (see the module docstring). A CPU predictor's own model
-        defers its branches: y holds boxes only for anchors that may pass `conf` and each anchor's index in place of
-        the mask coefficients, and the second output is (P3 features, level inputs) (see `_complete_boxes`).
+        defers its branches: y holds only the anchors that may pass `conf`, each one's anchor index in place of the
+        mask coefficients, and the second output is (P3 features, level inputs) (see `_complete_boxes`).
 
         With augment, y gains a last channel holding the pass index and protos is a list with one (B, nm, H/4, W/4)
         tensor per pass, already in the unaugmented frame.
