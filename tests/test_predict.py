@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from yoloseg.data.sources import StreamReader, load_sources
+from yoloseg.engine.deferred import DeferredBranches, input_window, mask_region
 from yoloseg.engine.predictor import Predictor
 from yoloseg.results import Results
 
@@ -585,8 +586,8 @@ def _conv_calls(monkeypatch) -> list[int]:
         return run
 
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
-    for name in ("_complete_boxes", "_complete_coeffs", "_protos_for"):  # deferred branches, box decoding
-        monkeypatch.setattr(Predictor, name, deferring(getattr(Predictor, name)))
+    for name in ("complete_boxes", "complete_coeffs", "protos_for"):  # deferred branches, box decoding
+        monkeypatch.setattr(DeferredBranches, name, deferring(getattr(DeferredBranches, name)))
     return calls
 
 
@@ -817,7 +818,7 @@ def test_half_on_a_cpu_with_bf16_hardware_autocasts_and_keeps_predictions(monkey
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
     r = half.predict(image)[0]
     assert calls.count(torch.bfloat16) > 50  # the convolutions did run in bf16
-    y, (p3, levels) = half.infer(half.preprocess([cv2.imread(image)]))  # deferred branches: see _complete_boxes
+    y, (p3, levels) = half.infer(half.preprocess([cv2.imread(image)]))  # deferred branches: see DeferredBranches
     assert all(t.dtype == torch.float32 for t in (y, p3, *levels))
     assert len(eager) >= 3 and len(r) == len(eager)
     order_r, order_e = r.boxes.xyxy[:, 0].argsort(), eager.boxes.xyxy[:, 0].argsort()
@@ -891,12 +892,12 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
         {"conf": 0.05, "batch": 3, "imgsz": 128},  # micro-batches of 2 and 1; small maps
         {"conf": 0.05, "imgsz": 384},
     ]
-    defer = predictor_module._defer_head
+    defer = predictor_module.defer_head
     for case in cases:
         args = {"imgsz": 256, "verbose": False, **case}
         runs = []
         for how in (defer, lambda m: None):
-            monkeypatch.setattr(predictor_module, "_defer_head", how)
+            monkeypatch.setattr(predictor_module, "defer_head", how)
             predictor = Predictor(model, args)
             runs.append([r for _ in range(predictor_module.GRAPH_AFTER) for r in predictor.predict(images)])
         deferred, full = runs
@@ -906,10 +907,10 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
             assert (a.masks is None) == (b.masks is None)
             if a.masks is not None:
                 assert torch.equal(a.masks.data, b.masks.data)
-    monkeypatch.setattr(predictor_module, "_defer_head", defer)
+    monkeypatch.setattr(predictor_module, "defer_head", defer)
     assert not model.model[-1].defer_branches
-    regions = [predictor_module._mask_region(r.boxes.xyxy[:1], (256, 256), (64, 64)) for r in runs[1][:3]]
-    windows = [predictor_module._input_window(r, 3, 2, (32, 32)) for r in regions]
+    regions = [mask_region(r.boxes.xyxy[:1], (256, 256), (64, 64)) for r in runs[1][:3]]
+    windows = [input_window(r, 3, 2, (32, 32)) for r in regions]
     assert any(w != (0, 32, 0, 32) for w in windows)  # small objects: a window smaller than the map
 
     proto_calls, proto_forward = [], Proto.forward
@@ -925,7 +926,6 @@ def test_prototype_windows_hold_the_full_maps_values():
     every prototype pixel they read, exactly the values of the prototypes computed on the whole feature map."""
     import math
 
-    from yoloseg.engine.predictor import _input_window, _mask_region
     from yoloseg.nn.blocks import Proto
 
     proto = _reference_model("yolo11n-seg-coco128").model[-1].proto
@@ -938,7 +938,7 @@ def test_prototype_windows_hold_the_full_maps_values():
             size = torch.rand(2, generator=generator) * (4 if k % 2 else 120) + 1
             corner = torch.rand(2, generator=generator) * torch.tensor([640.0, 480.0]) - size / 2
             box = torch.cat((corner, corner + size))[None]
-            y0, y1, x0, x1 = _input_window(_mask_region(box, (480, 640), (120, 160)), Proto.RING, 2, (60, 80))
+            y0, y1, x0, x1 = input_window(mask_region(box, (480, 640), (120, 160)), Proto.RING, 2, (60, 80))
             window = proto(feats[:, :, y0:y1, x0:x1])[0]
             # bilinear upsampling by 4 reads the proto pixels within one of the box (a superset here)
             r0, c0 = (max(math.floor(v / 4) - 1, 0) for v in (box[0, 1].item(), box[0, 0].item()))

@@ -13,8 +13,8 @@ models when every image of the batch has one shape, NMS with multi_label off, ma
 (bilinear upsample of the logits, threshold > 0, crop with the input-space boxes) or, with `retina_masks`, at the
 original size from boxes scaled first; predictions whose mask is empty are dropped. A CPU predictor's own model
 defers three branches of its head, with the same boxes and masks: the box branch runs only around the anchors
-whose scores may pass `conf` (see `_complete_boxes`), the mask coefficients only around the anchors NMS keeps (see
-`_complete_coeffs`), the prototypes only over the region their masks read (see `_protos_for`).
+whose scores may pass `conf`, the mask coefficients only around the anchors NMS keeps, the prototypes only over the
+region their masks read (see engine.deferred).
 
 Test-time augmentation (`augment=True`, beyond the incumbent, which ignores it for segmentation): the batch also
 runs flipped left-right at scale 0.83 and unflipped at 0.67 (inputs resized bilinearly, padded bottom/right to the
@@ -28,7 +28,6 @@ warping its logits back; the unaugmented pass is used untouched, so augment=Fals
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -44,15 +43,14 @@ from torch import nn
 from ..config.defaults import DEFAULTS
 from ..data.augment.letterbox import PAD_VALUE, letterbox
 from ..data.sources import SourceBatch, Sources, load_sources
-from ..nn.blocks import Proto
-from ..nn.heads import Segment
 from ..ops.boxes import scale_boxes
-from ..ops.masks import MASK_READ_MARGIN, crop_mask, process_mask, process_mask_native, scale_masks
+from ..ops.masks import crop_mask, process_mask, process_mask_native, scale_masks
 from ..ops.nms import non_max_suppression
 from ..results import Results, write_image
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import check_imgsz, select_device
+from .deferred import DeferredBranches, defer_head
 from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batch_size
 
 # Predict-mode defaults that differ from the flat config's (train-oriented) defaults.
@@ -65,20 +63,6 @@ TTA_FLIPS = (False, True, False)
 # wall either way, at 640 the forwards saved 1.0 s), and gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
 GRAPH_MIN_LEFT = 100
-# Deferred branches (a CPU predictor's own model; see `_complete_boxes`, `_protos_for`, `_deferred_run`) run on
-# windows of their inputs. PyTorch sends a batch-1 convolution whose input holds at most NATIVE_CONV_MAX_VALUES
-# values to its native kernel instead of oneDNN (a batch of 2 or more always goes to oneDNN), and the two round
-# differently: a window runs only where it takes the kernel the full forward took, else the image's whole
-# micro-batch is run again. Windows span at least MIN_WINDOW input pixels each way (or the whole map) and come in
-# steps of WINDOW_STEP: each new shape costs a oneDNN primitive (a stream's memory grew 13 MB with free sizes).
-NATIVE_CONV_MAX_VALUES = 20480
-MIN_WINDOW = 24
-WINDOW_STEP = 8
-# The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
-BOX_RING = 2
-# Anchors whose best class logit is below logit(conf) by more than this cannot pass NMS's conf test: their boxes are
-# neither computed nor decoded (a margin far above the rounding of the sigmoid).
-SCORE_LOGIT_MARGIN = 1e-2
 
 
 class Predictor:
@@ -114,13 +98,14 @@ class Predictor:
             # on a CPU the box branch (~11% of yolo11n-seg's forward at 640x480) runs only around the anchors whose
             # scores pass conf, the mask coefficients (~5%) and prototypes (~19%) after NMS, only where the masks read
             # them (not at all for a frame without detections); set before the copies and traces below
-            self._head_name = _defer_head(self.model) if self.device.type == "cpu" else None
+            head = defer_head(self.model) if self.device.type == "cpu" else None
             graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
             self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
+            self.branches = DeferredBranches(self.forward, head) if head is not None else None
             self.dynamic = True
         else:
             self.model = self.forward = model
-            self._head_name = None
+            self.branches = None
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
             self.fp16 = bool(getattr(model, "fp16", False))
@@ -139,8 +124,6 @@ class Predictor:
         self.save_dir: Path | None = None
         self.seen = 0
         self.calls = self.batches = 0  # predict() calls and batches run, over this predictor's life
-        self._micro_batch, self._deferred_seconds = 1, 0.0  # the last forward's micro-batch; deferred-branch time
-        self._branch_channels: dict[str, int] = {}  # per deferred branch, see _deferred_run
         self._writers: dict[str, _VideoWriter] = {}
 
     def _resolve_imgsz(self) -> tuple[int, int]:
@@ -271,11 +254,13 @@ class Predictor:
         with torch.inference_mode():
             out = self.infer(x)
             t2 = time.perf_counter() - setup
-            self._deferred_seconds = 0.0  # the model's deferred branches run within postprocess
+            if self.branches is not None:
+                self.branches.seconds = 0.0  # the deferred branches run within postprocess
             # in inference mode too, as the incumbent's predict: ~11% less time without autograd's bookkeeping
             results = self.postprocess(out, x.shape[2:], batch.images, batch.paths)
         t3 = time.perf_counter() - setup
-        t2 += self._deferred_seconds  # and count as inference
+        if self.branches is not None:
+            t2 += self.branches.seconds  # and count as inference
         n = len(results)
         speed = {
             "preprocess": (t1 - t0) * 1e3 / n,
@@ -314,7 +299,7 @@ class Predictor:
         """Run the model: (y (B, 4+nc+nm, A), protos (B, nm, H/4, W/4) or None for detection models), or the
         in-graph NMS / mask outputs of an end-to-end export (see the module docstring). A CPU predictor's own model
         defers its branches: y holds only the anchors that may pass `conf`, each one's anchor index in place of the
-        mask coefficients, and the second output is (P3 features, level inputs) (see `_complete_boxes`).
+        mask coefficients, and the second output is (P3 features, level inputs) (see `DeferredBranches.complete_boxes`).
 
         With augment, y gains a last channel holding the pass index and protos is a list with one (B, nm, H/4, W/4)
         tensor per pass, already in the unaugmented frame.
@@ -324,9 +309,9 @@ class Predictor:
                 return self._infer_tta(x)
             log.warning("WARNING: augment=True needs a PyTorch or dynamic-shape model without in-graph NMS; ignored")
         out = forward_batched(self.forward, x) if self.torch_model else self.forward(x)
-        if self._head_name is not None:
-            self._micro_batch = micro_batch_size(x)
-            return self._complete_boxes(out)
+        if self.branches is not None:
+            self.branches.micro_batch = micro_batch_size(x)
+            return self.branches.complete_boxes(out, float(self.args["conf"]))
         return tuple(out) if self.end2end else _split_output(out)
 
     def _infer_tta(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -341,10 +326,11 @@ class Predictor:
                 xi = F.interpolate(xi, size=(hs, ws), mode="bilinear", align_corners=False)
                 xi = F.pad(xi, (0, wp - ws, 0, hp - hs), value=PAD_VALUE / 255)
             out = self.forward(xi)
-            if self._head_name is not None:
-                self._micro_batch = len(xi)
-                y, (p, _) = self._complete_boxes(out, all_coeffs=True)  # any anchor of the pass may be kept
-                p = self.forward.run_module(f"{self._head_name}.proto", p)
+            if self.branches is not None:
+                self.branches.micro_batch = len(xi)
+                conf = float(self.args["conf"])
+                y, (p, _) = self.branches.complete_boxes(out, conf, all_coeffs=True)  # any anchor may be kept
+                p = self.forward.run_module(f"{self.branches.name}.proto", p)
             else:
                 y, p = _split_output(out)
             y = y.clone()
@@ -372,10 +358,10 @@ class Predictor:
         shape = tuple(shape)
         tta = isinstance(out[1], list)
         preds, protos, graph_masks = self._detections(out)
-        if self._head_name is not None and not tta:
+        if self.branches is not None and not tta:
             p3, levels = protos
-            preds = self._complete_coeffs(preds, levels)
-            protos = self._protos_for(p3, preds, shape)
+            preds = self.branches.complete_coeffs(preds, levels)
+            protos = self.branches.protos_for(p3, preds, shape, bool(self.args.get("crop_masks", True)))
         results = []
         for i, pred in enumerate(preds):
             orig = images[i]
@@ -383,146 +369,6 @@ class Predictor:
             boxes, masks = self._boxes_and_masks(pred, protos, i, shape, orig.shape[:2], tta, gm)
             results.append(Results(orig, paths[i], self.names, boxes=boxes, masks=masks))
         return results
-
-    def _complete_boxes(self, out: tuple, all_coeffs: bool = False) -> tuple[torch.Tensor, tuple]:
-        """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)) with the box branch run
-        only around the anchors whose best class logit may pass `conf` (the others' scores fail it: NMS never reads
-        them).
-
-        y (B, 4 + nc + 1, K) holds, as the head would decode them, the columns of those anchors only (in anchor
-        order; K the most of any image, the rest scoring 0), the last row each column's anchor index, from which
-        `_complete_coeffs` computes the coefficients of the anchors NMS keeps. With `all_coeffs` (TTA), y is the
-        head's whole output (B, 4 + nc + nm, A) with every anchor's mask coefficients, boxes of the others zero."""
-        class_maps, levels = out
-        name = self._head_name
-        head = self._deferred_head()
-        conf = float(self.args["conf"])
-        floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
-        batch = class_maps[0].shape[0]
-        feats, columns, index, start = [], [[] for _ in range(batch)], [[] for _ in range(batch)], 0
-        for level, (c, x) in enumerate(zip(class_maps, levels)):
-            w = c.shape[3]
-            picks = [image.flatten().nonzero().squeeze(1) for image in c.amax(1) > floor]  # (B, h, w) -> anchors
-            regions = [_extent(p // w, p % w) for p in picks]
-            box = self._deferred_run(f"{name}.cv2.{level}", x, regions, BOX_RING, 1)
-            if box is None:
-                box = c.new_zeros((batch, 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
-            if all_coeffs:
-                feats.append(torch.cat((box.float(), c.float()), 1))
-                continue
-            for i, p in enumerate(picks):
-                if len(p):
-                    columns[i].append(torch.cat((box[i].flatten(1)[:, p].float(), c[i].flatten(1)[:, p].float())))
-                    index[i].append(p + start)
-            start += c.shape[2] * w
-        if all_coeffs:
-            whole = [(0, x.shape[2], 0, x.shape[3])] * batch
-            maps = [self._deferred_run(f"{name}.cv4.{k}", x, whole, BOX_RING, 1) for k, x in enumerate(levels)]
-            extra = torch.cat([m.flatten(2) for m in maps], 2).float()
-            return torch.cat((head.decode(feats), extra), 1), (levels[0], levels)
-        counts = [sum(len(p) for p in picks) for picks in index]
-        k = max(counts)
-        x = class_maps[0].new_zeros((batch, head.no, k), dtype=torch.float32)
-        idx = torch.zeros((batch, k), dtype=torch.long, device=x.device)
-        for i, n in enumerate(counts):
-            if n:
-                x[i, :, :n] = torch.cat(columns[i], 1)
-                idx[i, :n] = torch.cat(index[i])
-        shapes = [c.new_empty((0, 0, *c.shape[2:]), dtype=torch.float32) for c in class_maps]
-        anchors, strides = head.anchor_points(shapes)  # (2, A), (1, A)
-        y = head.decode_columns(x, anchors[:, idx].transpose(0, 1), strides[:, idx].transpose(0, 1))
-        for i, n in enumerate(counts):
-            y[i, 4:, n:] = 0  # padding: scores 0 never pass conf
-        return torch.cat((y, idx[:, None].to(y.dtype)), 1), (levels[0], levels)
-
-    def _deferred_head(self) -> nn.Module:
-        """The Segment head of the model the forward runs (its bf16 copy under bf16)."""
-        return self.forward.model.get_submodule(self._head_name)
-
-    def _complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
-        """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
-        those anchors, computed around them only (the values of the full forward, see `_deferred_run`)."""
-        nm = self._deferred_head().nm
-        coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
-        start = 0
-        for level, x in enumerate(levels):
-            h, w = x.shape[2:]
-            picks, regions = [], []
-            for pred in preds:
-                a = pred[:, 6].long() - start
-                sel = (a >= 0) & (a < h * w)
-                rows, cols = a[sel] // w, a[sel] % w
-                picks.append((sel, rows, cols))
-                regions.append(_extent(rows, cols))
-            start += h * w
-            maps = self._deferred_run(f"{self._head_name}.cv4.{level}", x, regions, BOX_RING, 1)
-            for i, (sel, rows, cols) in enumerate(picks):
-                if len(rows):
-                    coeffs[i][sel] = maps[i, :, rows, cols].T.float()
-        return [torch.cat((pred[:, :6], c), 1) for pred, c in zip(preds, coeffs)]
-
-    def _protos_for(self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int]) -> Any:
-        """Prototypes (B, nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), each image's computed only over
-        the region the masks of its detections read (all of it with crop_masks=False) and zeros elsewhere; None
-        when no image has detections."""
-        crop = bool(self.args.get("crop_masks", True))
-        out_hw = (2 * feats.shape[2], 2 * feats.shape[3])
-        regions = [
-            None
-            if not len(pred)
-            else _mask_region(pred[:, :4], shape, out_hw)
-            if crop
-            else (0, out_hw[0], 0, out_hw[1])
-            for pred in preds
-        ]
-        return self._deferred_run(f"{self._head_name}.proto", feats, regions, Proto.RING, 2)
-
-    def _deferred_run(
-        self, name: str, x: torch.Tensor, regions: list[tuple[int, int, int, int] | None], ring: int, scale: int
-    ) -> torch.Tensor | None:
-        """Submodule `name` of the model (a deferred branch) run on `x` (B, c, h, w) so that, per image, its outputs
-        in `regions[i]` ((r0, r1, c0, c1) output pixels, output = `scale` x input; None: none wanted) hold the full
-        forward's values: on a window of the input, or on the image's whole micro-batch where a window would take
-        another convolution kernel (NATIVE_CONV_MAX_VALUES). `ring`: output pixels along an inner window edge that
-        zero padding changes. Returns (B, c_out, scale*h, scale*w), zeros outside what was computed; None if nothing
-        was wanted."""
-        t = time.perf_counter()
-        batch, _, h, w = x.shape
-        if name not in self._branch_channels:  # the fewest input channels of its convolutions: PyTorch's kernel choice
-            module = self.forward.model.get_submodule(name)
-            convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-            self._branch_channels[name] = min(m.in_channels for m in convs)
-        channels = self._branch_channels[name]
-        step = self._micro_batch
-        out: torch.Tensor | None = None
-        whole: set[int] = set()  # micro-batches to run again whole
-        for i, region in enumerate(regions):
-            if region is None:
-                continue
-            y0, y1, x0, x1 = _input_window(region, ring, scale, (h, w))
-            full_native = min(step, batch - i // step * step) == 1 and h * w * channels <= NATIVE_CONV_MAX_VALUES
-            if (
-                (y1 - y0) * (x1 - x0) * channels <= NATIVE_CONV_MAX_VALUES
-                or full_native
-                or (y1 - y0, x1 - x0) == (h, w)
-            ):
-                whole.add(i // step)
-                continue
-            part = self.forward.run_module(name, x[i : i + 1, :, y0:y1, x0:x1])
-            if out is None:
-                out = part.new_zeros((batch, part.shape[1], scale * h, scale * w))
-            # all but the ring along the window's edges inside the map
-            r0, c0 = scale * y0 + (ring if y0 else 0), scale * x0 + (ring if x0 else 0)
-            r1, c1 = scale * y1 - (ring if y1 < h else 0), scale * x1 - (ring if x1 < w else 0)
-            out[i, :, r0:r1, c0:c1] = part[0, :, r0 - scale * y0 : r1 - scale * y0, c0 - scale * x0 : c1 - scale * x0]
-        for k in sorted(whole):
-            chunk = slice(k * step, min((k + 1) * step, batch))
-            part = self.forward.run_module(name, x[chunk])
-            if out is None:
-                out = part.new_zeros((batch, *part.shape[1:]))
-            out[chunk] = part
-        self._deferred_seconds += time.perf_counter() - t
-        return out
 
     def _detections(self, out: tuple) -> tuple[list[torch.Tensor], Any, list[torch.Tensor] | None]:
         """Per image rows (n, 6 + nm [+ pass id]) x1 y1 x2 y2 conf cls coeffs in input pixels, by descending conf;
@@ -673,55 +519,6 @@ class _VideoWriter:
         self.writer.release()
         if self.tmp.exists():
             os.replace(self.tmp, self.path)
-
-
-def _defer_head(model: nn.Module) -> str | None:
-    """Set the Segment head of `model` (an inference copy) to defer its box, coefficient and prototype branches (see
-    `Segment`); the head's module name, or None for a model without one."""
-    for name, m in model.named_modules():
-        if isinstance(m, Segment):
-            m.defer_branches = True
-            return name
-    return None
-
-
-def _extent(rows: torch.Tensor, cols: torch.Tensor) -> tuple[int, int, int, int] | None:
-    """(r0, r1, c0, c1): the smallest region holding the positions (rows[k], cols[k]); None for no positions."""
-    if not len(rows):
-        return None
-    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-
-
-def _mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(r0, r1, c0, c1): the prototype pixels (of a proto_hw map for input `shape`) that the masks of `boxes` (N, 4)
-    xyxy in input pixels read, clipped to the map; all of it for non-finite boxes."""
-    if not bool(torch.isfinite(boxes).all()):
-        return 0, proto_hw[0], 0, proto_hw[1]
-    lo, hi = boxes[:, :2].amin(0).tolist(), boxes[:, 2:].amax(0).tolist()
-    region = []
-    for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y, then x (column 1, then 0 of the boxes)
-        per_proto = size / f  # input pixels per prototype pixel
-        p0 = math.floor(lo[1 - axis] / per_proto) - MASK_READ_MARGIN
-        p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
-        region += [min(max(p0, 0), f), min(max(p1, 0), f)]
-    return tuple(region)
-
-
-def _input_window(
-    region: tuple[int, int, int, int], ring: int, scale: int, hw: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1): the window of an (h, w) input whose outputs (`scale` x the input) hold `region` outside the
-    `ring`, at least MIN_WINDOW each way and in steps of WINDOW_STEP, within the map."""
-    window = []
-    for (o0, o1), f in zip((region[:2], region[2:]), hw):
-        w0, w1 = max((o0 - ring) // scale, 0), min(-(-(o1 + ring) // scale), f)
-        size = max(MIN_WINDOW, -(-max(w1 - w0, 1) // WINDOW_STEP) * WINDOW_STEP)
-        short = size - (w1 - w0)
-        if short > 0:  # grow it about its centre, within the map
-            w0 = max(min(w0 - short // 2, f - size), 0)
-            w1 = min(w0 + size, f)
-        window += [w0, w1]
-    return tuple(window)
 
 
 def _split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

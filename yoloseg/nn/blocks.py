@@ -242,7 +242,7 @@ class Proto(nn.Module):
     of a window edge that lies inside the map, where zero padding stands in for the neighbours: 1 input pixel from
     cv1, 2 output pixels after the upsample, 3 after cv2 (cv3 is 1×1). Outside that ring the values are bit-identical
     on a CPU when the window runs the same convolution kernels as the whole map (each output pixel then sums the same
-    terms in the same order; see predictor.NATIVE_CONV_MAX_VALUES).
+    terms in the same order; see engine.deferred).
     """
 
     RING = 3

@@ -1,0 +1,235 @@
+"""The head branches a CPU predictor runs only where their outputs are read, with the full forward's values.
+
+A CPU predictor's own model sets `Segment.defer_branches` (`defer_head`), so its forward returns only the class maps
+and the level inputs. `DeferredBranches` then runs, bit-identical to the full forward:
+- the box branch (cv2, ~11% of yolo11n-seg's forward at 640x480) only around the anchors whose best class logit may
+  pass `conf`, and decodes only those anchors (`complete_boxes`);
+- the mask coefficients (cv4, ~5%) only around the anchors NMS keeps (`complete_coeffs`);
+- the prototypes (~19%) only over the region the kept detections' masks read, none for a frame without detections
+  (`protos_for`).
+
+Each runs on a window of its input (`run`) that holds the wanted outputs outside the ring that zero padding changes
+at an inner window edge. PyTorch sends a batch-1 convolution whose input holds at most NATIVE_CONV_MAX_VALUES values
+to its native kernel instead of oneDNN (a batch of 2 or more always goes to oneDNN), and the two round differently:
+a window runs only where it takes the kernel the full forward took, else the image's whole micro-batch is run again.
+Windows span at least MIN_WINDOW input pixels each way (or the whole map) and come in steps of WINDOW_STEP: each new
+shape costs a oneDNN primitive (a stream's memory grew 13 MB with free sizes).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from ..nn.blocks import Proto
+from ..nn.heads import Segment
+from ..ops.masks import MASK_READ_MARGIN
+
+NATIVE_CONV_MAX_VALUES = 20480
+MIN_WINDOW = 24
+WINDOW_STEP = 8
+# The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
+BOX_RING = 2
+# Anchors whose best class logit is below logit(conf) by more than this cannot pass NMS's conf test: their boxes are
+# neither computed nor decoded (a margin far above the rounding of the sigmoid).
+SCORE_LOGIT_MARGIN = 1e-2
+
+
+def defer_head(model: nn.Module) -> str | None:
+    """Set the Segment head of `model` (an inference copy) to defer its box, coefficient and prototype branches (see
+    `Segment`); the head's module name, or None for a model without one."""
+    for name, m in model.named_modules():
+        if isinstance(m, Segment):
+            m.defer_branches = True
+            return name
+    return None
+
+
+class DeferredBranches:
+    """Runs the deferred branches of the head `name` of the model that `forward` (an inference.CompiledForward) runs.
+
+    `micro_batch` is the micro-batch of the forward that made the maps (the kernel choice depends on it); `seconds`
+    adds up the time spent here, which the predictor reports as inference.
+    """
+
+    def __init__(self, forward, name: str):
+        self.forward, self.name = forward, name
+        self.micro_batch, self.seconds = 1, 0.0
+        self._channels: dict[str, int] = {}  # per branch, see run
+
+    def head(self) -> Segment:
+        """The Segment head of the model the forward runs (its bf16 copy under bf16)."""
+        return self.forward.model.get_submodule(self.name)
+
+    def complete_boxes(self, out: tuple, conf: float, all_coeffs: bool = False) -> tuple[torch.Tensor, tuple]:
+        """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)) with the box branch run
+        only around the anchors whose best class logit may pass `conf` (the others' scores fail it: NMS never reads
+        them).
+
+        y (B, 4 + nc + 1, K) holds, as the head would decode them, the columns of those anchors only (in anchor
+        order; K the most of any image, the rest scoring 0), the last row each column's anchor index, from which
+        `complete_coeffs` computes the coefficients of the anchors NMS keeps. With `all_coeffs` (TTA), y is the
+        head's whole output (B, 4 + nc + nm, A) with every anchor's mask coefficients, boxes of the others zero."""
+        class_maps, levels = out
+        head = self.head()
+        floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
+        batch = class_maps[0].shape[0]
+        feats, columns, index, start = [], [[] for _ in range(batch)], [[] for _ in range(batch)], 0
+        for level, (c, x) in enumerate(zip(class_maps, levels)):
+            w = c.shape[3]
+            picks = [image.flatten().nonzero().squeeze(1) for image in c.amax(1) > floor]  # (B, h, w) -> anchors
+            regions = [_extent(p // w, p % w) for p in picks]
+            box = self.run(f"{self.name}.cv2.{level}", x, regions, BOX_RING, 1)
+            if box is None:
+                box = c.new_zeros((batch, 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
+            if all_coeffs:
+                feats.append(torch.cat((box.float(), c.float()), 1))
+                continue
+            for i, p in enumerate(picks):
+                if len(p):
+                    columns[i].append(torch.cat((box[i].flatten(1)[:, p].float(), c[i].flatten(1)[:, p].float())))
+                    index[i].append(p + start)
+            start += c.shape[2] * w
+        if all_coeffs:
+            whole = [(0, x.shape[2], 0, x.shape[3])] * batch
+            maps = [self.run(f"{self.name}.cv4.{k}", x, whole, BOX_RING, 1) for k, x in enumerate(levels)]
+            extra = torch.cat([m.flatten(2) for m in maps], 2).float()
+            return torch.cat((head.decode(feats), extra), 1), (levels[0], levels)
+        counts = [sum(len(p) for p in picks) for picks in index]
+        k = max(counts)
+        x = class_maps[0].new_zeros((batch, head.no, k), dtype=torch.float32)
+        idx = torch.zeros((batch, k), dtype=torch.long, device=x.device)
+        for i, n in enumerate(counts):
+            if n:
+                x[i, :, :n] = torch.cat(columns[i], 1)
+                idx[i, :n] = torch.cat(index[i])
+        shapes = [c.new_empty((0, 0, *c.shape[2:]), dtype=torch.float32) for c in class_maps]
+        anchors, strides = head.anchor_points(shapes)  # (2, A), (1, A)
+        y = head.decode_columns(x, anchors[:, idx].transpose(0, 1), strides[:, idx].transpose(0, 1))
+        for i, n in enumerate(counts):
+            y[i, 4:, n:] = 0  # padding: scores 0 never pass conf
+        return torch.cat((y, idx[:, None].to(y.dtype)), 1), (levels[0], levels)
+
+    def complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
+        """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
+        those anchors, computed around them only (the values of the full forward, see `run`)."""
+        nm = self.head().nm
+        coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
+        start = 0
+        for level, x in enumerate(levels):
+            h, w = x.shape[2:]
+            picks, regions = [], []
+            for pred in preds:
+                a = pred[:, 6].long() - start
+                sel = (a >= 0) & (a < h * w)
+                rows, cols = a[sel] // w, a[sel] % w
+                picks.append((sel, rows, cols))
+                regions.append(_extent(rows, cols))
+            start += h * w
+            maps = self.run(f"{self.name}.cv4.{level}", x, regions, BOX_RING, 1)
+            for i, (sel, rows, cols) in enumerate(picks):
+                if len(rows):
+                    coeffs[i][sel] = maps[i, :, rows, cols].T.float()
+        return [torch.cat((pred[:, :6], c), 1) for pred, c in zip(preds, coeffs)]
+
+    def protos_for(
+        self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int], crop: bool = True
+    ) -> torch.Tensor | None:
+        """Prototypes (B, nm, H/4, W/4) from deferred P3 features (B, c, H/8, W/8), each image's computed only over
+        the region the masks of its detections read (all of it when the masks are not cropped to their boxes) and
+        zeros elsewhere; None when no image has detections."""
+        out_hw = (2 * feats.shape[2], 2 * feats.shape[3])
+        regions = [
+            None if not len(pred) else mask_region(pred[:, :4], shape, out_hw) if crop else (0, out_hw[0], 0, out_hw[1])
+            for pred in preds
+        ]
+        return self.run(f"{self.name}.proto", feats, regions, Proto.RING, 2)
+
+    def run(
+        self, name: str, x: torch.Tensor, regions: list[tuple[int, int, int, int] | None], ring: int, scale: int
+    ) -> torch.Tensor | None:
+        """Submodule `name` of the model (a deferred branch) run on `x` (B, c, h, w) so that, per image, its outputs
+        in `regions[i]` ((r0, r1, c0, c1) output pixels, output = `scale` x input; None: none wanted) hold the full
+        forward's values: on a window of the input, or on the image's whole micro-batch where a window would take
+        another convolution kernel (NATIVE_CONV_MAX_VALUES). `ring`: output pixels along an inner window edge that
+        zero padding changes. Returns (B, c_out, scale*h, scale*w), zeros outside what was computed; None if nothing
+        was wanted."""
+        t = time.perf_counter()
+        batch, _, h, w = x.shape
+        if name not in self._channels:  # the fewest input channels of its convolutions: PyTorch's kernel choice
+            module = self.forward.model.get_submodule(name)
+            convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+            self._channels[name] = min(m.in_channels for m in convs)
+        channels = self._channels[name]
+        step = self.micro_batch
+        out: torch.Tensor | None = None
+        whole: set[int] = set()  # micro-batches to run again whole
+        for i, region in enumerate(regions):
+            if region is None:
+                continue
+            y0, y1, x0, x1 = input_window(region, ring, scale, (h, w))
+            full_native = min(step, batch - i // step * step) == 1 and h * w * channels <= NATIVE_CONV_MAX_VALUES
+            if (
+                (y1 - y0) * (x1 - x0) * channels <= NATIVE_CONV_MAX_VALUES
+                or full_native
+                or (y1 - y0, x1 - x0) == (h, w)
+            ):
+                whole.add(i // step)
+                continue
+            part = self.forward.run_module(name, x[i : i + 1, :, y0:y1, x0:x1])
+            if out is None:
+                out = part.new_zeros((batch, part.shape[1], scale * h, scale * w))
+            # all but the ring along the window's edges inside the map
+            r0, c0 = scale * y0 + (ring if y0 else 0), scale * x0 + (ring if x0 else 0)
+            r1, c1 = scale * y1 - (ring if y1 < h else 0), scale * x1 - (ring if x1 < w else 0)
+            out[i, :, r0:r1, c0:c1] = part[0, :, r0 - scale * y0 : r1 - scale * y0, c0 - scale * x0 : c1 - scale * x0]
+        for k in sorted(whole):
+            chunk = slice(k * step, min((k + 1) * step, batch))
+            part = self.forward.run_module(name, x[chunk])
+            if out is None:
+                out = part.new_zeros((batch, *part.shape[1:]))
+            out[chunk] = part
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def _extent(rows: torch.Tensor, cols: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1): the smallest region holding the positions (rows[k], cols[k]); None for no positions."""
+    if not len(rows):
+        return None
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the prototype pixels (of a proto_hw map for input `shape`) that the masks of `boxes` (N, 4)
+    xyxy in input pixels read, clipped to the map; all of it for non-finite boxes."""
+    if not bool(torch.isfinite(boxes).all()):
+        return 0, proto_hw[0], 0, proto_hw[1]
+    lo, hi = boxes[:, :2].amin(0).tolist(), boxes[:, 2:].amax(0).tolist()
+    region = []
+    for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y, then x (column 1, then 0 of the boxes)
+        per_proto = size / f  # input pixels per prototype pixel
+        p0 = math.floor(lo[1 - axis] / per_proto) - MASK_READ_MARGIN
+        p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
+        region += [min(max(p0, 0), f), min(max(p1, 0), f)]
+    return tuple(region)
+
+
+def input_window(
+    region: tuple[int, int, int, int], ring: int, scale: int, hw: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the window of an (h, w) input whose outputs (`scale` x the input) hold `region` outside the
+    `ring`, at least MIN_WINDOW each way and in steps of WINDOW_STEP, within the map."""
+    window = []
+    for (o0, o1), f in zip((region[:2], region[2:]), hw):
+        w0, w1 = max((o0 - ring) // scale, 0), min(-(-(o1 + ring) // scale), f)
+        size = max(MIN_WINDOW, -(-max(w1 - w0, 1) // WINDOW_STEP) * WINDOW_STEP)
+        short = size - (w1 - w0)
+        if short > 0:  # grow it about its centre, within the map
+            w0 = max(min(w0 - short // 2, f - size), 0)
+            w1 = min(w0 + size, f)
+        window += [w0, w1]
+    return tuple(window)
