@@ -921,6 +921,30 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
     assert len(predictor.predict(images[0])[0]) and len(proto_calls) == 1
 
 
+def test_windows_grow_past_the_native_kernels_size_on_the_step_grid():
+    """A window that would hold too few values for oneDNN grows along its shorter side, in steps of WINDOW_STEP, until
+    it spans min_area pixels (or the whole map), still holds its region and stays within the map."""
+    from yoloseg.engine.deferred import MIN_WINDOW, WINDOW_STEP
+
+    generator = torch.Generator().manual_seed(0)
+    for k in range(300):
+        h, w = (int(v) for v in torch.randint(8, 90, (2,), generator=generator))
+        r0, c0 = (
+            int(torch.randint(0, h, (1,), generator=generator)),
+            int(torch.randint(0, w, (1,), generator=generator)),
+        )
+        region = (r0, min(r0 + 1 + k % 7, h), c0, min(c0 + 1 + k % 5, w))
+        min_area = (0, 577, 641, 1500)[k % 4]
+        y0, y1, x0, x1 = input_window(region, 2, 1, (h, w), min_area)
+        assert 0 <= y0 <= max(region[0] - 2, 0) and min(region[1] + 2, h) <= y1 <= h
+        assert 0 <= x0 <= max(region[2] - 2, 0) and min(region[3] + 2, w) <= x1 <= w
+        assert (y1 - y0) * (x1 - x0) >= min_area or (y1 - y0, x1 - x0) == (h, w)
+        for size, full in ((y1 - y0, h), (x1 - x0, w)):
+            assert size == full or (size >= MIN_WINDOW and size % WINDOW_STEP == 0)
+    assert input_window((10, 11, 10, 11), 2, 1, (60, 80)) == (0, 24, 0, 24)
+    assert input_window((10, 11, 10, 11), 2, 1, (60, 80), 641) == (0, 32, 0, 24)  # 24 x 24 x 32 channels: native
+
+
 def test_prototype_windows_hold_the_full_maps_values():
     """The window the predictor picks for the masks of small and large boxes anywhere (edges included) gives, over
     every prototype pixel they read, exactly the values of the prototypes computed on the whole feature map."""

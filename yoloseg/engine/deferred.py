@@ -164,17 +164,18 @@ class DeferredBranches:
             convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
             self._channels[name] = min(m.in_channels for m in convs)
         channels = self._channels[name]
+        min_area = NATIVE_CONV_MAX_VALUES // channels + 1  # a smaller window would take the native kernel
         step = self.micro_batch
         out: torch.Tensor | None = None
         whole: set[int] = set()  # micro-batches to run again whole
         for i, region in enumerate(regions):
             if region is None:
                 continue
-            y0, y1, x0, x1 = input_window(region, ring, scale, (h, w))
-            full_native = min(step, batch - i // step * step) == 1 and h * w * channels <= NATIVE_CONV_MAX_VALUES
+            y0, y1, x0, x1 = input_window(region, ring, scale, (h, w), min_area)
+            chunk = min(step, batch - i // step * step)  # images in this one's micro-batch
             if (
-                (y1 - y0) * (x1 - x0) * channels <= NATIVE_CONV_MAX_VALUES
-                or full_native
+                (y1 - y0) * (x1 - x0) < min_area
+                or (chunk == 1 and h * w < min_area)  # the forward took the native kernel
                 or (y1 - y0, x1 - x0) == (h, w)
             ):
                 whole.add(i // step)
@@ -219,17 +220,26 @@ def mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int
 
 
 def input_window(
-    region: tuple[int, int, int, int], ring: int, scale: int, hw: tuple[int, int]
+    region: tuple[int, int, int, int], ring: int, scale: int, hw: tuple[int, int], min_area: int = 0
 ) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): the window of an (h, w) input whose outputs (`scale` x the input) hold `region` outside the
-    `ring`, at least MIN_WINDOW each way and in steps of WINDOW_STEP, within the map."""
+    `ring`, at least MIN_WINDOW each way and in steps of WINDOW_STEP, within the map, grown along its shorter side
+    until it spans `min_area` pixels or the whole map."""
+    spans = [
+        (max((o0 - ring) // scale, 0), min(-(-(o1 + ring) // scale), f))
+        for (o0, o1), f in zip((region[:2], region[2:]), hw)
+    ]
+    sizes = [
+        min(max(MIN_WINDOW, -(-max(w1 - w0, 1) // WINDOW_STEP) * WINDOW_STEP), f) for (w0, w1), f in zip(spans, hw)
+    ]
+    while sizes[0] * sizes[1] < min_area and sizes != list(hw):
+        k = 0 if sizes[1] == hw[1] or (sizes[0] < hw[0] and sizes[0] <= sizes[1]) else 1
+        sizes[k] = min(sizes[k] + WINDOW_STEP, hw[k])
     window = []
-    for (o0, o1), f in zip((region[:2], region[2:]), hw):
-        w0, w1 = max((o0 - ring) // scale, 0), min(-(-(o1 + ring) // scale), f)
-        size = max(MIN_WINDOW, -(-max(w1 - w0, 1) // WINDOW_STEP) * WINDOW_STEP)
+    for (w0, w1), size, f in zip(spans, sizes, hw):
         short = size - (w1 - w0)
         if short > 0:  # grow it about its centre, within the map
             w0 = max(min(w0 - short // 2, f - size), 0)
-            w1 = min(w0 + size, f)
+            w1 = w0 + size
         window += [w0, w1]
     return tuple(window)
