@@ -586,7 +586,7 @@ def _conv_calls(monkeypatch) -> list[int]:
         return run
 
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
-    for name in ("complete_boxes", "complete_coeffs", "protos_for"):  # deferred branches, box decoding
+    for name in ("complete_boxes", "complete_all", "complete_coeffs", "protos_for"):  # deferred branches, decoding
         monkeypatch.setattr(DeferredBranches, name, deferring(getattr(DeferredBranches, name)))
     return calls
 
@@ -891,6 +891,7 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
         {"conf": 0.1, "batch": 3, "imgsz": 320},
         {"conf": 0.05, "batch": 3, "imgsz": 128},  # micro-batches of 2 and 1; small maps
         {"conf": 0.05, "imgsz": 384},
+        {"conf": 0.1, "augment": True},  # TTA: boxes around the candidates, every anchor's coefficients
     ]
     defer = predictor_module.defer_head
     for case in cases:

@@ -64,44 +64,26 @@ class DeferredBranches:
         """The Segment head of the model the forward runs (its bf16 copy under bf16)."""
         return self.forward.model.get_submodule(self.name)
 
-    def complete_boxes(self, out: tuple, conf: float, all_coeffs: bool = False) -> tuple[torch.Tensor, tuple]:
+    def complete_boxes(self, out: tuple, conf: float) -> tuple[torch.Tensor, tuple]:
         """The deferred head's (class maps, level inputs) -> (y, (P3 features, level inputs)) with the box branch run
-        only around the anchors whose best class logit may pass `conf` (the others' scores fail it: NMS never reads
-        them).
+        and decoded only for the anchors whose best class logit may pass `conf` (the others' scores fail it: NMS
+        never reads them).
 
         y (B, 4 + nc + 1, K) holds, as the head would decode them, the columns of those anchors only (in anchor
         order; K the most of any image, the rest scoring 0), the last row each column's anchor index, from which
-        `complete_coeffs` computes the coefficients of the anchors NMS keeps. With `all_coeffs` (TTA), y is the
-        head's whole output (B, 4 + nc + nm, A) with every anchor's mask coefficients, boxes of the others zero."""
+        `complete_coeffs` computes the coefficients of the anchors NMS keeps."""
         class_maps, levels = out
-        head = self.head()
-        floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
-        batch = class_maps[0].shape[0]
-        feats, columns, index, start = [], [[] for _ in range(batch)], [[] for _ in range(batch)], 0
-        for level, (c, x) in enumerate(zip(class_maps, levels)):
-            w = c.shape[3]
-            picks = [image.flatten().nonzero().squeeze(1) for image in c.amax(1) > floor]  # (B, h, w) -> anchors
-            regions = [_extent(p // w, p % w) for p in picks]
-            box = self.run(f"{self.name}.cv2.{level}", x, regions, BOX_RING, 1)
-            if box is None:
-                box = c.new_zeros((batch, 4 * head.reg_max, *c.shape[2:]), dtype=torch.float32)
-            if all_coeffs:
-                feats.append(torch.cat((box.float(), c.float()), 1))
-                continue
+        head, batch = self.head(), class_maps[0].shape[0]
+        columns, index, start = [[] for _ in range(batch)], [[] for _ in range(batch)], 0
+        for c, box, picks in self._box_levels(class_maps, levels, conf):
             for i, p in enumerate(picks):
                 if len(p):
                     columns[i].append(torch.cat((box[i].flatten(1)[:, p].float(), c[i].flatten(1)[:, p].float())))
                     index[i].append(p + start)
-            start += c.shape[2] * w
-        if all_coeffs:
-            whole = [(0, x.shape[2], 0, x.shape[3])] * batch
-            maps = [self.run(f"{self.name}.cv4.{k}", x, whole, BOX_RING, 1) for k, x in enumerate(levels)]
-            extra = torch.cat([m.flatten(2) for m in maps], 2).float()
-            return torch.cat((head.decode(feats), extra), 1), (levels[0], levels)
+            start += c.shape[2] * c.shape[3]
         counts = [sum(len(p) for p in picks) for picks in index]
-        k = max(counts)
-        x = class_maps[0].new_zeros((batch, head.no, k), dtype=torch.float32)
-        idx = torch.zeros((batch, k), dtype=torch.long, device=x.device)
+        x = class_maps[0].new_zeros((batch, head.no, max(counts)), dtype=torch.float32)
+        idx = torch.zeros(x.shape[::2], dtype=torch.long, device=x.device)
         for i, n in enumerate(counts):
             if n:
                 x[i, :, :n] = torch.cat(columns[i], 1)
@@ -112,6 +94,29 @@ class DeferredBranches:
         for i, n in enumerate(counts):
             y[i, 4:, n:] = 0  # padding: scores 0 never pass conf
         return torch.cat((y, idx[:, None].to(y.dtype)), 1), (levels[0], levels)
+
+    def complete_all(self, out: tuple, conf: float) -> tuple[torch.Tensor, tuple]:
+        """As `complete_boxes`, but y is the head's whole output (B, 4 + nc + nm, A) with every anchor's mask
+        coefficients (boxes only for the anchors that may pass `conf`, zeros elsewhere): for TTA, whose passes are
+        merged before NMS."""
+        class_maps, levels = out
+        feats = [torch.cat((box.float(), c.float()), 1) for c, box, _ in self._box_levels(class_maps, levels, conf)]
+        whole = [[(0, x.shape[2], 0, x.shape[3])] * len(x) for x in levels]  # each level's whole map
+        maps = [self.run(f"{self.name}.cv4.{k}", x, whole[k], BOX_RING, 1) for k, x in enumerate(levels)]
+        coeffs = torch.cat([m.flatten(2) for m in maps], 2).float()
+        return torch.cat((self.head().decode(feats), coeffs), 1), (levels[0], levels)
+
+    def _box_levels(self, class_maps: tuple, levels: tuple, conf: float):
+        """Per level: (class map (B, nc, h, w), box logits (B, 4 * reg_max, h, w) computed around the anchors whose
+        best class logit may pass `conf`, zeros elsewhere, and per image those anchors' flat positions)."""
+        floor = -math.inf if conf <= 0 else math.inf if conf >= 1 else math.log(conf / (1 - conf)) - SCORE_LOGIT_MARGIN
+        for level, (c, x) in enumerate(zip(class_maps, levels)):
+            w = c.shape[3]
+            picks = [image.flatten().nonzero().squeeze(1) for image in c.amax(1) > floor]  # (B, h, w) -> anchors
+            box = self.run(f"{self.name}.cv2.{level}", x, [_extent(p // w, p % w) for p in picks], BOX_RING, 1)
+            if box is None:
+                box = c.new_zeros((c.shape[0], 4 * self.head().reg_max, *c.shape[2:]), dtype=torch.float32)
+            yield c, box, picks
 
     def complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
         """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of

@@ -328,8 +328,7 @@ class Predictor:
             out = self.forward(xi)
             if self.branches is not None:
                 self.branches.micro_batch = len(xi)
-                conf = float(self.args["conf"])
-                y, (p, _) = self.branches.complete_boxes(out, conf, all_coeffs=True)  # any anchor may be kept
+                y, (p, _) = self.branches.complete_all(out, float(self.args["conf"]))  # any anchor may be kept
                 p = self.forward.run_module(f"{self.branches.name}.proto", p)
             else:
                 y, p = _split_output(out)
@@ -445,7 +444,7 @@ class Predictor:
             for k in pass_id.unique().tolist():  # at most 3 passes
                 sel = pass_id == k
                 masks[sel] = masks_for(protos[k][i], sel)
-        keep = masks.flatten(1).any(1)  # predictions whose mask is empty are dropped (§5.5)
+        keep = masks.flatten(1).any(1).bool()  # predictions whose mask is empty are dropped (§5.5)
         if not bool(keep.all()):
             boxes, conf_cls, masks = boxes[keep], conf_cls[keep], masks[keep]
         if not len(masks):
