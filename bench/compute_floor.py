@@ -23,18 +23,6 @@ def rate(fn, flops: float, reps: int = 20) -> float:
     return flops * reps / (time.perf_counter() - t) / 1e9
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else the platform's processor string."""
-    import platform
-    from pathlib import Path
-
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def peak_rates(dtype: torch.dtype) -> tuple[float, float]:
     """GFLOP/s of a 1024² matmul and a 64->64 3x3 conv on an 80x80 map (channels-last, as inference runs) in dtype."""
     n = 1024
@@ -54,12 +42,13 @@ def main() -> None:
     from yoloseg.engine.inference import cpu_bf16_supported
     from yoloseg.nn.graph import YOLOModel
     from yoloseg.nn.info import count_flops
+    from yoloseg.utils.torch_utils import cpu_name
 
     matmul, conv_rate = peak_rates(torch.float32)
     gflops = count_flops(YOLOModel("yolo11n-seg.yaml").eval().fuse(), 640)
     peak = max(matmul, conv_rate)
     report = {
-        "cpu": cpu_model(), "bf16_hardware": cpu_bf16_supported(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "bf16_hardware": cpu_bf16_supported(), "threads": torch.get_num_threads(),
         "matmul_gflops": round(matmul, 1), "conv3x3_gflops": round(conv_rate, 1),
         "model_gflops_640": round(gflops, 2), "floor_ms_640": round(gflops / peak * 1e3, 2),
     }  # fmt: skip

@@ -81,17 +81,11 @@ def run(
 
 def machine(device: str) -> str:
     """The processor (and GPU) the figures come from, with torch's thread count."""
-    import platform
-
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    from yoloseg.utils.torch_utils import cpu_name
+
+    text = f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
     if device != "cpu" and torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text

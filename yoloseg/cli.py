@@ -303,13 +303,14 @@ def _cmd_checks(extra: list[str]) -> int:
     else:
         device = "CUDA available: no" + (" (MPS available)" if mps else "") + " -> device=cpu"
     from .engine.inference import cpu_bf16_supported
+    from .utils.torch_utils import cpu_name, usable_cpus
 
     capability = torch.backends.cpu.get_cpu_capability()
     has_bf16 = cpu_bf16_supported()
     bf16 = f"bf16 hardware (AMX / AVX512-BF16): {'yes' if has_bf16 else 'no'} -> half=True and amp=bf16 run " + (
         "bf16 autocast" if has_bf16 else "fp32"
     )
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    affinity = usable_cpus()
     thread_env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     cv2_version = _dist_version("opencv-python-headless", "opencv-python", "opencv-contrib-python")
     lines = [
@@ -319,7 +320,7 @@ def _cmd_checks(extra: list[str]) -> int:
         f"numpy        {_dist_version('numpy') or 'not installed'}",
         f"opencv       {cv2_version or ('installed' if importlib.util.find_spec('cv2') else 'not installed')}",
         f"device       {device}",
-        f"cpu          {_cpu_name()}, torch kernels {capability}; {bf16}",
+        f"cpu          {cpu_name()}, torch kernels {capability}; {bf16}",
         f"threads      torch {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op; "
         f"{affinity} CPUs usable of {os.cpu_count()}" + (f"; {thread_env}" if thread_env else ""),
         "optional packages:",
@@ -333,18 +334,6 @@ def _cmd_checks(extra: list[str]) -> int:
     lines += [f"  {k:<12} {v}" for k, v in settings.items()]
     print("\n".join(lines))
     return 0
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _cmd_settings(extra: list[str]) -> int:

@@ -95,16 +95,17 @@ class DeferredBranches:
             y[i, 4:, n:] = 0  # padding: scores 0 never pass conf
         return torch.cat((y, idx[:, None].to(y.dtype)), 1), (levels[0], levels)
 
-    def complete_all(self, out: tuple, conf: float) -> tuple[torch.Tensor, tuple]:
-        """As `complete_boxes`, but y is the head's whole output (B, 4 + nc + nm, A) with every anchor's mask
-        coefficients (boxes only for the anchors that may pass `conf`, zeros elsewhere): for TTA, whose passes are
-        merged before NMS."""
+    def complete_all(self, out: tuple, conf: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deferred head's (class maps, level inputs) -> (y, protos) as the whole head gives them, for TTA, whose
+        passes are merged before NMS: y (B, 4 + nc + nm, A) with every anchor's mask coefficients and boxes for the
+        anchors that may pass `conf` (zeros elsewhere), the prototypes over the whole map."""
         class_maps, levels = out
         feats = [torch.cat((box.float(), c.float()), 1) for c, box, _ in self._box_levels(class_maps, levels, conf)]
         whole = [[(0, x.shape[2], 0, x.shape[3])] * len(x) for x in levels]  # each level's whole map
         maps = [self.run(f"{self.name}.cv4.{k}", x, whole[k], BOX_RING, 1) for k, x in enumerate(levels)]
         coeffs = torch.cat([m.flatten(2) for m in maps], 2).float()
-        return torch.cat((self.head().decode(feats), coeffs), 1), (levels[0], levels)
+        protos = self.forward.run_module(f"{self.name}.proto", levels[0])
+        return torch.cat((self.head().decode(feats), coeffs), 1), protos
 
     def _box_levels(self, class_maps: tuple, levels: tuple, conf: float):
         """Per level: (class map (B, nc, h, w), box logits (B, 4 * reg_max, h, w) computed around the anchors whose

@@ -95,9 +95,8 @@ class Predictor:
             self.channels_last = bool(self.args.get("channels_last", self.device.type == "cpu" or self.fp16))
             dtype = torch.float16 if self.fp16 else torch.float32
             self.model = inference_copy(model, self.device, dtype, self.channels_last)
-            # on a CPU the box branch (~11% of yolo11n-seg's forward at 640x480) runs only around the anchors whose
-            # scores pass conf, the mask coefficients (~5%) and prototypes (~19%) after NMS, only where the masks read
-            # them (not at all for a frame without detections); set before the copies and traces below
+            # on a CPU three branches of the head run only where their outputs are read (engine.deferred); set before
+            # the copies and traces below
             head = defer_head(self.model) if self.device.type == "cpu" else None
             graphs = self.device.type == "cpu" and bool(self.args.get("jit", True))
             self.forward = CompiledForward(self.model, self.args.get("compile"), precision == "bf16", graphs)
@@ -328,8 +327,7 @@ class Predictor:
             out = self.forward(xi)
             if self.branches is not None:
                 self.branches.micro_batch = len(xi)
-                y, (p, _) = self.branches.complete_all(out, float(self.args["conf"]))  # any anchor may be kept
-                p = self.forward.run_module(f"{self.branches.name}.proto", p)
+                y, p = self.branches.complete_all(out, float(self.args["conf"]))  # any anchor may be kept
             else:
                 y, p = _split_output(out)
             y = y.clone()

@@ -102,8 +102,8 @@ class Segment(Detect):
 
     With `defer_branches` set (an attribute of an inference copy, not a weight), eval mode returns only (class maps
     (cv3 per level), level inputs), for a caller that runs the box branch (cv2) around the anchors whose scores pass
-    its threshold, builds the usual output with `decode`, and runs the mask coefficients (cv4) and prototypes only
-    where its detections read them (the CPU predictor, see engine.predictor).
+    its threshold, decodes those anchors with `decode_columns`, and runs the mask coefficients (cv4) and prototypes
+    only where its detections read them (the CPU predictor, see engine.deferred).
     """
 
     defer_branches = False

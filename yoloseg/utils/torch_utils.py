@@ -77,6 +77,20 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def restricted_cpus() -> int | None:
     """usable_cpus() when the process is pinned to fewer CPUs than the machine has, else None. ONNX Runtime and
     OpenVINO size their thread pools by the machine's cores and would oversubscribe the pinned ones."""
