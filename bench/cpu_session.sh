@@ -26,8 +26,11 @@ run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/
   local name=$1 seconds=$2
   shift 2
   [[ " $STEPS " == *" $name "* ]] || return 0
-  timeout "$seconds" taskset -c "$CPUS" python3 "$@" > "$OUT/$name.json" 2> "$OUT/$name.log"
-  echo "$name rc=$? $(tail -c 600 "$OUT/$name.json" | tr '\n' ' ')"
+  timeout "$seconds" taskset -c "$CPUS" python3 "$@" > "$OUT/$name.out" 2> "$OUT/$name.log"
+  local rc=$?  # the JSON is the last object printed: progress lines (an export's, a validation's) come before it
+  python3 -c 'import json, sys; from bench.run import last_json; print(json.dumps(last_json(sys.stdin.read()), indent=1))' \
+    < "$OUT/$name.out" > "$OUT/$name.json"
+  echo "$name rc=$rc $(tail -c 600 "$OUT/$name.json" | tr '\n' ' ')"
 }
 SHAPES=(--weights ../shared/reference/yolo11n-seg-shapes.pt --data ../shared/data/shapes-ref-seg/data.yaml --imgsz 256)
 run compute_floor 60 bench/compute_floor.py --threads 2

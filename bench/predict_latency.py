@@ -74,11 +74,11 @@ def time_image(predict, path: str, runs: int, warmup: int = 3) -> dict:
     }
 
 
-def throughput(model, files: list[str], batch: int) -> float:
-    """Images per second predicting `files` (PyTorch, imgsz 640, masks.xy read) in batches of `batch`."""
+def throughput(model, files: list[str], batch: int, device: str) -> float:
+    """Images per second predicting `files` (PyTorch, imgsz 640, masks.xy read) in batches of `batch` on `device`."""
     from yoloseg.engine.predictor import Predictor
 
-    predictor = Predictor(model, {"imgsz": 640, "verbose": False, "batch": batch})
+    predictor = Predictor(model, {"imgsz": 640, "verbose": False, "batch": batch, "device": device})
     for _ in predictor.predict(files[: 2 * batch], stream=True):  # warm-up
         pass
     t0 = time.perf_counter()
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": results,
         "throughput_img_per_s": {
             "images": len(files),
-            "batch1": throughput(primary, files, 1) if files else None,
-            "batch8": throughput(primary, files, 8) if files else None,
+            "batch1": throughput(primary, files, 1, a.device) if files else None,
+            "batch8": throughput(primary, files, 8, a.device) if files else None,
         },
         "masks_xy_50_objects_ms": time_masks_xy(50, a.runs),
         "peak_rss_mb": peak_rss_mb(),
