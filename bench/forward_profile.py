@@ -6,6 +6,8 @@ graph. Shows what is left besides the convolutions.
 Also times experiments that call oneDNN directly (see conv_variant) or fuse with oneDNN Graph (llga_forward), with their
 distance from the fp32 outputs.
     python bench/forward_profile.py [--threads N] [--runs 10]
+    python bench/forward_profile.py --interleave 30   # the variants timed round-robin (a noisy machine's drift
+                                                       # falls on all alike), and the slowest ops with their shapes
 """
 
 from __future__ import annotations
@@ -101,10 +103,41 @@ def llga_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False):
     return run
 
 
+def interleaved(forwards: dict, x: torch.Tensor, rounds: int) -> dict:
+    """Median ms of each forward, timed round-robin (one call of each per round, the order rotating), and the 20
+    slowest (op, input shapes) of the last forward: on a machine whose speed drifts within minutes, the ratios
+    between variants hold where separate runs do not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    names, times = list(forwards), {n: [] for n in forwards}
+    with torch.inference_mode():
+        for f in forwards.values():
+            for _ in range(3):
+                f(x)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                t = time.perf_counter()
+                forwards[name](x)
+                times[name].append((time.perf_counter() - t) * 1e3)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(5):
+                forwards[names[-1]](x)
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "rounds": rounds,
+        "forward_ms_median": {n: round(statistics.median(t), 2) for n, t in times.items()},
+        f"slowest_ops_{names[-1]}": [
+            {"op": e.key, "shapes": str(e.input_shapes)[:160], "ms_per_forward": round(e.self_cpu_time_total / 5e3, 3)}
+            for e in ops[:20]
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--interleave", type=int, default=0, help="time the main variants round-robin, N rounds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +148,16 @@ def main() -> None:
     model = inference_copy(YOLOModel("yolo11n-seg.yaml"), torch.device("cpu"))
     x = torch.rand(1, 3, 480, 640).contiguous(memory_format=torch.channels_last)
     report = {"threads": torch.get_num_threads(), "input": list(x.shape)}
+    if args.interleave:
+        forwards = {"fp32_graph": graph_forward(model, x), "fp32_graph_llga": llga_forward(model, x)}
+        if cpu_bf16_supported():
+            forwards |= {
+                "bf16_eager": CompiledForward(model, bf16=True),
+                "bf16_graph_llga": llga_forward(model, x, bf16=True),
+                "bf16_graph": graph_forward(model, x, bf16=True),
+            }
+        print(json.dumps(report | interleaved(forwards, x, args.interleave)))
+        return
     report["fp32"] = profile_forward(CompiledForward(model), x, args.runs)
     report["fp32_graph"] = profile_forward(graph_forward(model, x), x, args.runs)
     with torch.inference_mode():
