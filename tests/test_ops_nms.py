@@ -96,6 +96,22 @@ def test_nms_class_offsets_and_chains() -> None:
     assert nms(chain, chain_scores, 0.9).tolist() == reference_nms(chain, chain_scores, 0.9)
 
 
+def test_nms_score_order_pass_equals_the_grouped_pass(monkeypatch) -> None:
+    """Up to _GLOBAL_LIMIT boxes to keep, one pass in score order stops at the limit; above it, x-groups run. Both
+    give the greedy result, here over class-offset boxes as val's multi-label NMS sees them."""
+    import yoloseg.ops.nms as nms_module
+
+    boxes, scores = random_boxes(3000, 11, extent=300, size=60)
+    boxes = boxes + (torch.arange(3000) % 13)[:, None].float() * 7680
+    for thr, max_keep in ((0.7, 300), (0.45, 300), (0.7, 1024), (0.3, 5)):
+        ordered = nms(boxes, scores, thr, max_keep=max_keep)
+        with monkeypatch.context() as m:
+            m.setattr(nms_module, "_GLOBAL_LIMIT", 0)
+            grouped = nms(boxes, scores, thr, max_keep=max_keep)
+        assert torch.equal(ordered, grouped), (thr, max_keep)
+        assert ordered.tolist() == reference_nms(boxes, scores, thr)[:max_keep]
+
+
 def test_nms_max_keep_is_a_prefix() -> None:
     boxes, scores = random_boxes(1000, 8)
     full = nms(boxes, scores, 0.5)

@@ -12,6 +12,10 @@ from yoloseg.ops.boxes import xywh2xyxy
 _BLOCK = 256  # boxes per greedy block (an IoU block is _BLOCK x _BLOCK) and the size boxes are grouped up to
 _KEPT_CHUNK = 4096  # kept boxes compared with a block at once
 _SMALL = 32  # CPU boxes up to this many skip the blocks: their per-op overhead outweighs the arithmetic
+# Keeping at most this many (max_det), one pass in score order stops early and compares each block with few kept
+# boxes; above it, x-groups (_x_groups) keep those comparisons small. Val at conf 0.001 (max_det 300), 9 images of
+# 3,000-17,000 candidates: 34 against 255 ms grouped; with nothing to stop at, grouped is 5x faster.
+_GLOBAL_LIMIT = 1024
 
 
 def _float32_threshold(iou_thres: float) -> np.float32:
@@ -129,6 +133,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: i
     limit = max_keep if max_keep is not None else b.shape[0]
     if b.shape[0] <= _SMALL and b.device.type == "cpu" and limit > 0:
         return order[_nms_small(b, thr, limit)]
+    if limit <= _GLOBAL_LIMIT:  # blocks in score order over all boxes, stopping once `limit` are kept
+        return order[_nms_sorted(b, thr, limit)]
     kept = [group[_nms_sorted(b[group], thr, limit)] for group in _x_groups(b, thr)]
     return order[torch.sort(torch.cat(kept)).values[:limit]]
 
