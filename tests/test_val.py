@@ -54,13 +54,45 @@ def test_masks_skipped_where_they_cannot_count_change_nothing(checkpoint, datase
     skipped = run("skipped")
     computed_skipped = calls["masks"]
     postprocess = validator.Validator.postprocess
-    monkeypatch.setattr(validator.Validator, "postprocess", lambda self, y, p, s, g=None: postprocess(self, y, p, s))
+    monkeypatch.setattr(
+        validator.Validator, "postprocess", lambda self, y, p, s, g=None, b=None: postprocess(self, y, p, s, None, b)
+    )
     calls["masks"] = 0
     full = run("full")
     assert computed_skipped < 0.5 * calls["masks"]  # far fewer masks were computed ...
     assert skipped.results_dict == full.results_dict  # ... with the same results
     assert np.array_equal(skipped.seg.maps, full.seg.maps)
     assert np.array_equal(skipped.confusion_matrix.matrix, full.confusion_matrix.matrix)
+
+
+@pytest.mark.parametrize("checkpoint,dataset,imgsz", CASES)
+def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, tmp_path, monkeypatch):
+    """CPU val runs the head's box, coefficient and prototype branches only where they are read (engine.deferred):
+    the metrics, per-class maps and confusion matrix equal those of the whole head, to the last bit."""
+    import numpy as np
+
+    from yoloseg.engine import deferred, validator
+
+    def run(tag: str):
+        model = YOLO(str(shared_path("reference", f"{checkpoint}.pt")))
+        data = shared_path("data", dataset, "data.yaml")
+        return model.val(data=str(data), imgsz=imgsz, batch=16, plots=False, project=str(tmp_path), name=tag)
+
+    calls = {"boxes": 0}
+    complete_boxes = deferred.DeferredBranches.complete_boxes
+
+    def counting(self, out, conf):
+        calls["boxes"] += 1
+        return complete_boxes(self, out, conf)
+
+    monkeypatch.setattr(deferred.DeferredBranches, "complete_boxes", counting)
+    lazy = run("deferred")
+    assert calls["boxes"] >= 1  # the deferred path ran
+    monkeypatch.setattr(validator, "defer_head", lambda model: None)
+    whole = run("whole")
+    assert lazy.results_dict == whole.results_dict
+    assert np.array_equal(lazy.seg.maps, whole.seg.maps) and np.array_equal(lazy.box.maps, whole.box.maps)
+    assert np.array_equal(lazy.confusion_matrix.matrix, whole.confusion_matrix.matrix)
 
 
 def test_large_cpu_val_runs_a_graph_with_the_same_metrics(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from ..utils.files import atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import loader_workers, select_device
+from .deferred import DeferredBranches, defer_head
 from .inference import CompiledForward, forward_batched, inference_copy, inference_precision, micro_batches
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
@@ -113,6 +114,14 @@ def _output_parts(run: Any, images: torch.Tensor, micro: bool) -> Iterator[tuple
         yield tuple(out) if isinstance(out, (tuple, list)) else (out, None)
 
 
+def _completed_boxes(parts: Iterator[tuple], branches: DeferredBranches, conf: float) -> Iterator[tuple]:
+    """The deferred head's outputs of each micro-batch -> (y, (P3 features, level inputs)) with the box branch run
+    for the anchors that may pass `conf` (DeferredBranches.complete_boxes)."""
+    for out in parts:
+        branches.micro_batch = len(out[0][0])  # the batch the forward ran these maps at: its kernel choice
+        yield branches.complete_boxes(out, conf)
+
+
 def _near_same_class_gt(det: torch.Tensor, gt_cls: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
     """(N,) bool: detection rows (N, 6+) whose box, widened by NEAR_GT_PX, overlaps a GT box (M, 4) of its class."""
     if not len(gt_cls):
@@ -163,12 +172,24 @@ class Validator:
             half = next(model.parameters()).dtype == torch.float16
         else:
             half = precision == "fp16"
+        branches = None
         if is_pt and loss_fn is None:
             images_total = len(getattr(loader, "dataset", ()))
             graphs = device.type == "cpu" and bool(self.args.get("jit", True)) and images_total >= VAL_GRAPH_MIN_IMAGES
+            # on a CPU the head's box, coefficient and prototype branches run only where they are read, as when
+            # predicting (engine.deferred; set before the forward traces its graph, undone when validation ends)
+            head = defer_head(model) if device.type == "cpu" and self.task == "segment" else None
             forward = CompiledForward(model, self.args.get("compile"), precision == "bf16", graphs)
+            branches = DeferredBranches(forward, head) if head is not None else None
         else:
             forward = model
+        try:
+            return self._validate(model, forward, branches, loader, device, loss_fn, is_pt, half)
+        finally:
+            if branches is not None:
+                branches.head().defer_branches = False
+
+    def _validate(self, model, forward, branches, loader, device, loss_fn, is_pt: bool, half: bool):
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=PLOT_CONF, iou_thres=0.45)
         self.jdict: list[dict] = []
@@ -190,6 +211,8 @@ class Validator:
                 parts = iter([(y, protos)])
             else:  # run lazily below, one micro-batch at a time
                 parts = _output_parts(forward if is_pt else model, images, micro=is_pt)
+                if branches is not None:
+                    parts = _completed_boxes(parts, branches, self.conf)
             t2 = time.perf_counter()
             if loss_fn is not None:
                 items = loss_fn(raw, batch)[1]
@@ -206,13 +229,12 @@ class Validator:
                 if part is None:
                     break
                 y, protos = part
-                first = len(preds)
+                first, branch_s = len(preds), branches.seconds if branches is not None else 0.0
                 preds += self.postprocess(
-                    y.float(),
-                    None if protos is None else protos.float(),
-                    images.shape[2:],
-                    targets[first : first + len(y)],
+                    y.float(), protos, images.shape[2:], targets[first : first + len(y)], branches
                 )
+                if branches is not None:  # the deferred branches run within postprocess count as inference
+                    forward_s += branches.seconds - branch_s
             for si, pred in enumerate(preds):
                 self._update_image(si, pred, gts[si], batch, images.shape[2:], stats, confusion)
                 stats["target_img"].append(np.full(int((batch.batch_idx == si).sum()), n_images + si))
@@ -227,9 +249,10 @@ class Validator:
     def postprocess(
         self,
         y: torch.Tensor,
-        protos: torch.Tensor | None,
+        protos: torch.Tensor | tuple | None,
         shape: tuple[int, int],
         gt_targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        branches: DeferredBranches | None = None,
     ) -> list[dict]:
         """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt).
 
@@ -238,6 +261,10 @@ class Validator:
         those whose box comes near a GT box of their class (a mask match needs the same class and overlapping masks;
         a mask is cropped to its box and a GT mask lies within its box, give or take a mask pixel: NEAR_GT_PX is a
         wide margin). The other masks stay empty; at conf 0.001 that skips most of the work.
+
+        With `branches` (a deferred head, see engine.deferred), y holds the anchors that may pass conf with their
+        anchor index for coefficients, and protos is (P3 features, level inputs): the kept detections' coefficients
+        and the prototypes under the masks computed here are completed first.
         """
         dets = non_max_suppression(
             y,
@@ -248,13 +275,22 @@ class Validator:
             max_det=self.max_det,
             nc=self.nc,
         )
+        segment = protos is not None and self.task == "segment"
+        needs: list[torch.Tensor | None] = [None] * len(dets)
+        if segment and gt_targets is not None and not (self.native_masks or self.single_cls):
+            needs = [(det[:, 4] >= PLOT_CONF) | _near_same_class_gt(det, *gt) for det, gt in zip(dets, gt_targets)]
+        if segment and branches is not None:
+            p3, levels = protos
+            dets = branches.complete_coeffs(dets, levels)
+            protos = branches.protos_for(p3, [d if n is None else d[n] for d, n in zip(dets, needs)], shape)
+            if protos is None:  # no mask to compute
+                protos = p3.new_zeros((len(dets), branches.head().nm, 2 * p3.shape[2], 2 * p3.shape[3]))
+        protos = protos.float() if segment else protos
         out = []
         for i, det in enumerate(dets):
             item = {"boxes": det[:, :4], "conf": det[:, 4], "cls": det[:, 5]}
-            if protos is not None and self.task == "segment":
-                need = None
-                if gt_targets is not None and not (self.native_masks or self.single_cls):
-                    need = (det[:, 4] >= PLOT_CONF) | _near_same_class_gt(det, *gt_targets[i])
+            if segment:
+                need = needs[i]
                 if need is None or bool(need.all()):
                     item["masks"] = process_mask(protos[i], det[:, 6:], det[:, :4], shape, upsample=self.native_masks)
                 else:
