@@ -31,9 +31,9 @@ from ..ops.masks import MASK_READ_MARGIN
 NATIVE_CONV_MAX_VALUES = 20480
 MIN_WINDOW = 24
 WINDOW_STEP = 8
-# What one more call costs, in input pixels of work: a micro-batch whose windows, each counted this much larger,
-# would span its maps runs whole, in one call (12 windows of 24x24 on 32x32 maps of the box branch took 16.5 ms,
-# the 12 maps in one call 15.5 ms).
+# What one more call costs, in input pixels of work: a micro-batch whose windows, counting this much for each call
+# beyond one, would span its maps runs whole, in one call (12 windows of 24x24 on 32x32 maps of the box branch took
+# 16.5 ms, the 12 maps in one call 15.5 ms).
 WINDOW_CALL_PIXELS = 512
 # The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
 BOX_RING = 2
@@ -195,7 +195,8 @@ class DeferredBranches:
         out: torch.Tensor | None = None
         for k, windows in chunks.items():
             chunk = slice(k * step, min((k + 1) * step, batch))
-            area = sum((y1 - y0) * (x1 - x0) + WINDOW_CALL_PIXELS for y0, y1, x0, x1 in windows.values())
+            area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows.values())
+            area += (len(windows) - 1) * WINDOW_CALL_PIXELS  # the calls beyond the one a whole run makes
             if k in whole or area >= (chunk.stop - chunk.start) * h * w:  # one call over the maps costs less
                 part = self.forward.run_module(name, x[chunk])
                 if out is None:
