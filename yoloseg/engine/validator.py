@@ -190,6 +190,8 @@ class Validator:
                 branches.head().defer_branches = False
 
     def _validate(self, model, forward, branches, loader, device, loss_fn, is_pt: bool, half: bool):
+        """The loop of __call__: `forward` runs `model` (a PyTorch one, possibly with its head deferred to
+        `branches`), or is `model` itself (a backend, or the training model when `loss_fn` is given)."""
         stats: dict[str, list] = {k: [] for k in ("tp", "tp_m", "conf", "pred_cls", "target_cls", "target_img")}
         confusion = ConfusionMatrix(nc=self.nc, conf=PLOT_CONF, iou_thres=0.45)
         self.jdict: list[dict] = []
