@@ -68,15 +68,19 @@ def test_masks_skipped_where_they_cannot_count_change_nothing(checkpoint, datase
 @pytest.mark.parametrize("checkpoint,dataset,imgsz", CASES)
 def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, tmp_path, monkeypatch):
     """CPU val runs the head's box, coefficient and prototype branches only where they are read (engine.deferred):
-    the metrics, per-class maps and confusion matrix equal those of the whole head, to the last bit."""
+    the metrics, per-class maps and confusion matrix equal those of the whole head, to the last bit, and so do the
+    input-resolution masks of save_json (coco8: 4 images)."""
     import numpy as np
 
     from yoloseg.engine import deferred, validator
 
+    save_json = dataset == "coco8-seg"
+
     def run(tag: str):
         model = YOLO(str(shared_path("reference", f"{checkpoint}.pt")))
         data = shared_path("data", dataset, "data.yaml")
-        return model.val(data=str(data), imgsz=imgsz, batch=16, plots=False, project=str(tmp_path), name=tag)
+        kw = {"batch": 16, "plots": False, "project": str(tmp_path), "name": tag, "save_json": save_json}
+        return model.val(data=str(data), imgsz=imgsz, **kw)
 
     calls = {"boxes": 0}
     complete_boxes = deferred.DeferredBranches.complete_boxes
@@ -93,6 +97,9 @@ def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, 
     assert lazy.results_dict == whole.results_dict
     assert np.array_equal(lazy.seg.maps, whole.seg.maps) and np.array_equal(lazy.box.maps, whole.box.maps)
     assert np.array_equal(lazy.confusion_matrix.matrix, whole.confusion_matrix.matrix)
+    if save_json:
+        saved = [(tmp_path / tag / "predictions.json").read_text() for tag in ("deferred", "whole")]
+        assert len(saved[0]) > 1000 and saved[0] == saved[1]
 
 
 def test_large_cpu_val_runs_a_graph_with_the_same_metrics(tmp_path, monkeypatch):
