@@ -145,6 +145,22 @@ class DeferredBranches:
                     coeffs[i][sel] = maps[i, :, rows, cols].T.float()
         return [torch.cat((pred[:, :6], c), 1) for pred, c in zip(preds, coeffs)]
 
+    def complete_detections(
+        self,
+        preds: list[torch.Tensor],
+        deferred: tuple,
+        shape: tuple[int, int],
+        crop: bool = True,
+        masked: list[torch.Tensor | None] | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """NMS rows (n, 6 + 1) from complete_boxes' y and its (P3 features, level inputs) -> (rows (n, 6 + nm) with
+        their mask coefficients, the prototypes under the masks of the rows `masked[i]` selects (a bool mask; None:
+        every row), as `protos_for`)."""
+        p3, levels = deferred
+        preds = self.complete_coeffs(preds, levels)
+        masked = masked or [None] * len(preds)
+        return preds, self.protos_for(p3, [p if m is None else p[m] for p, m in zip(preds, masked)], shape, crop)
+
     def protos_for(
         self, feats: torch.Tensor, preds: list[torch.Tensor], shape: tuple[int, int], crop: bool = True
     ) -> torch.Tensor | None:

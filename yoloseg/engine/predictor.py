@@ -356,9 +356,9 @@ class Predictor:
         tta = isinstance(out[1], list)
         preds, protos, graph_masks = self._detections(out)
         if self.branches is not None and not tta:
-            p3, levels = protos
-            preds = self.branches.complete_coeffs(preds, levels)
-            protos = self.branches.protos_for(p3, preds, shape, bool(self.args.get("crop_masks", True)))
+            preds, protos = self.branches.complete_detections(
+                preds, protos, shape, bool(self.args.get("crop_masks", True))
+            )
         results = []
         for i, pred in enumerate(preds):
             orig = images[i]

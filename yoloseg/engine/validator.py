@@ -282,9 +282,8 @@ class Validator:
         if segment and gt_targets is not None and not (self.native_masks or self.single_cls):
             needs = [(det[:, 4] >= PLOT_CONF) | _near_same_class_gt(det, *gt) for det, gt in zip(dets, gt_targets)]
         if segment and branches is not None:
-            p3, levels = protos
-            dets = branches.complete_coeffs(dets, levels)
-            protos = branches.protos_for(p3, [d if n is None else d[n] for d, n in zip(dets, needs)], shape)
+            p3 = protos[0]
+            dets, protos = branches.complete_detections(dets, protos, shape, masked=needs)
             if protos is None:  # no mask to compute
                 protos = p3.new_zeros((len(dets), branches.head().nm, 2 * p3.shape[2], 2 * p3.shape[3]))
         protos = protos.float() if segment else protos
