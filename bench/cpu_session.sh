@@ -35,7 +35,7 @@ run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/
 SHAPES=(--weights ../shared/reference/yolo11n-seg-shapes.pt --data ../shared/data/shapes-ref-seg/data.yaml --imgsz 256)
 run compute_floor 60 bench/compute_floor.py --threads 2
 run forward_profile 60 bench/forward_profile.py --threads 2
-run forward_interleave 90 bench/forward_profile.py --threads 2 --interleave 30
+run forward_interleave "${INTERLEAVE_TIMEOUT:-90}" bench/forward_profile.py --threads 2 --interleave 30 ${INTERLEAVE_ARGS:-}
 run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
 run val_shapes_half 60 bench/val_time.py --threads 2 --runs 1 --half "${SHAPES[@]}"
 run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 ${PREDICT_ARGS:-} \

@@ -8,6 +8,7 @@ distance from the fp32 outputs.
     python bench/forward_profile.py [--threads N] [--runs 10]
     python bench/forward_profile.py --interleave 30   # the variants timed round-robin (a noisy machine's drift
                                                        # falls on all alike), and the slowest ops with their shapes
+    python bench/forward_profile.py --interleave 30 --compile  # plus torch.compile'd variants (compile time reported)
 """
 
 from __future__ import annotations
@@ -103,6 +104,22 @@ def llga_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False):
     return run
 
 
+def compiled_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False):
+    """An experiment: the model through torch.compile (inductor) with freezing (weights folded in and prepacked for
+    oneDNN, convolutions fused with their activations), compiled at x's shape by a first call (timed by the caller)."""
+    from yoloseg.engine.inference import bf16_weights
+
+    compiled = torch.compile(bf16_weights(model) if bf16 else model, dynamic=False, options={"freezing": True})
+
+    def run(inp: torch.Tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return compiled(inp)
+
+    with torch.inference_mode():
+        run(x)
+    return run
+
+
 def interleaved(forwards: dict, x: torch.Tensor, rounds: int) -> dict:
     """Median ms of each forward, timed round-robin (one call of each per round, the order rotating), and the 20
     slowest (op, input shapes) of the last forward: on a machine whose speed drifts within minutes, the ratios
@@ -138,6 +155,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--interleave", type=int, default=0, help="time the main variants round-robin, N rounds")
+    parser.add_argument(
+        "--compile", action="store_true", help="with --interleave: add torch.compile'd variants (inductor, freezing)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,6 +176,11 @@ def main() -> None:
                 "bf16_graph_llga": llga_forward(model, x, bf16=True),
                 "bf16_graph": graph_forward(model, x, bf16=True),
             }
+        if args.compile:
+            for name, bf16 in [("fp32_compile", False)] + [("bf16_compile", True)] * cpu_bf16_supported():
+                t = time.perf_counter()
+                forwards[name] = compiled_forward(model, x, bf16)
+                report[f"{name}_compile_s"] = round(time.perf_counter() - t, 1)
         print(json.dumps(report | interleaved(forwards, x, args.interleave)))
         return
     report["fp32"] = profile_forward(CompiledForward(model), x, args.runs)
