@@ -47,7 +47,8 @@ class Conv(nn.Module):
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new Conv2d with bias equal to `bn(conv(x))` for an eval-mode BatchNorm."""
-    fused = nn.Conv2d(
+    fused = nn.utils.skip_init(  # no random initialisation: both tensors are overwritten below
+        nn.Conv2d,
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,
@@ -56,7 +57,8 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         conv.dilation,
         conv.groups,
         bias=True,
-    ).to(conv.weight.device)
+        device=conv.weight.device,
+    )
     w = conv.weight.detach().float()
     std = (bn.running_var.float() + bn.eps).sqrt()
     scale = bn.weight.detach().float() / std  # (C,)
