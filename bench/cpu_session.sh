@@ -21,7 +21,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile forward_interleave val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16}
+STEPS=${STEPS:-compute_floor forward_profile forward_interleave val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -46,3 +46,6 @@ run train_epoch "${TRAIN_TIMEOUT:-180}" bench/train_epoch.py --threads 2 --epoch
 # seconds per epoch of the accuracy recipe (shapes-ref-seg, imgsz 256, batch 16): the incumbent's 16.7 s at 2 threads
 run train_shapes "${TRAIN_TIMEOUT:-180}" bench/train_recipe.py --threads 2 --seeds 0 --stop-after 4
 run train_shapes_bf16 "${TRAIN_TIMEOUT:-180}" bench/train_recipe.py --threads 2 --seeds 0 --stop-after 4 --amp bf16
+# where a training epoch's CPU time goes (torch.profiler, one shapes epoch without val)
+run train_profile "${TRAIN_TIMEOUT:-180}" bench/train_profile.py --threads 2
+run train_profile_bf16 "${TRAIN_TIMEOUT:-180}" bench/train_profile.py --threads 2 --amp bf16
