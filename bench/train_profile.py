@@ -23,6 +23,7 @@ SHARED = REPO.parent / "shared"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (the subject), or a GPU such as 0")
     parser.add_argument("--amp", default="False", help="False (fp32, the recipe) or bf16 (CPU bf16 autocast)")
     parser.add_argument("--data", default=str(SHARED / "data" / "shapes-ref-seg" / "data.yaml"))
     parser.add_argument("--imgsz", type=int, default=256)
@@ -55,7 +56,7 @@ def main() -> None:
     amp = "bf16" if args.amp.lower() == "bf16" else False
     # time=: stop after the first epoch (hours); val=False: the epoch alone
     model.train(
-        data=args.data, epochs=80, imgsz=args.imgsz, batch=16, seed=0, amp=amp, workers=2, val=False, plots=False,
+        data=args.data, device=args.device, epochs=80, imgsz=args.imgsz, batch=16, seed=0, amp=amp, workers=2, val=False, plots=False,
         project=tempfile.mkdtemp(prefix="bench-train-"), time=1e-4, verbose=False,
     )  # fmt: skip
     prof = state["done"]
@@ -69,7 +70,7 @@ def main() -> None:
     convs.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     print(json.dumps({
         "bench": "train_profile", "data": Path(args.data).parent.name, "imgsz": args.imgsz, "batch": 16,
-        "amp": str(amp), "threads": torch.get_num_threads(), "epoch_s": round(state["seconds"], 2),
+        "amp": str(amp), "device": args.device, "threads": torch.get_num_threads(), "epoch_s": round(state["seconds"], 2),
         "self_cpu_s_total": round(total / 1e6, 2),
         "top_ops": [
             {"op": e.key, "self_s": round(e.self_cpu_time_total / 1e6, 3), "share": round(e.self_cpu_time_total / total, 3),
