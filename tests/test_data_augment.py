@@ -11,7 +11,14 @@ from yoloseg.data.augment.letterbox import letterbox, resize_long_side
 from yoloseg.data.augment.masks import instance_masks, overlap_mask, polygon_mask
 from yoloseg.data.augment.mix import copy_paste_flip, mixup, mosaic4
 from yoloseg.data.augment.pipeline import AugmentHyp, TrainAugment, letterbox_instances
-from yoloseg.data.polygons import clip_polygon, join_parts, polygon_area, resample_count, resample_polygon
+from yoloseg.data.polygons import (
+    clip_polygon,
+    join_parts,
+    polygon_area,
+    polygon_boxes,
+    resample_count,
+    resample_polygon,
+)
 
 COLORS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)  # BGR per class
 
@@ -75,6 +82,19 @@ def test_resample_polygon():
     assert {tuple(p) for p in sq.tolist()} <= {tuple(p) for p in r.tolist()}  # vertices kept
     assert resample_polygon(sq, 4) is not None and resample_polygon(sq, 4).shape == (4, 2)
     assert resample_count([np.zeros((1200, 2))]) == 1201 and resample_count([sq]) == 1000
+
+
+def test_polygon_boxes_equal_each_polygons_extent():
+    rng = np.random.default_rng(0)
+    polygons = [rng.uniform(-50, 700, (n, 2)).astype(np.float32) for n in (1000, 3, 0, 1, 17, 0)]
+    polygons.append(rng.uniform(0, 1, (5, 2)))  # float64 points, as a caller may pass
+    boxes = polygon_boxes(polygons)
+    assert boxes.dtype == np.float32 and boxes.shape == (7, 4)
+    for p, box in zip(polygons, boxes):
+        want = np.r_[p.min(0), p.max(0)] if len(p) else np.zeros(4)
+        assert np.array_equal(box, want.astype(np.float32))
+    assert polygon_boxes([]).shape == (0, 4)
+    assert not polygon_boxes([np.zeros((0, 2), np.float32)]).any()
 
 
 def test_clip_polygon_and_join():

@@ -229,3 +229,19 @@ def test_amp_bf16_on_a_cpu_without_bf16_hardware_warns_and_trains_fp32(monkeypat
     assert trainer_module.training_precision("bf16", torch.device("cuda")) == (True, torch.bfloat16)
     assert trainer_module.training_precision(True, torch.device("cuda")) == (True, torch.float16)
     assert trainer_module.training_precision(False, torch.device("cuda"))[0] is False
+
+
+def test_cpu_loader_workers_count_the_pinned_cpus(monkeypatch):
+    """Workers only take the CPUs torch's threads leave free among those the process may use (taskset / cpuset),
+    not among all the machine's: pinned to 2 CPUs with 2 threads, loading runs in the main process."""
+    from yoloseg.utils import torch_utils
+
+    monkeypatch.setattr(torch_utils.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch_utils.torch, "get_num_threads", lambda: 2)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch_utils.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert torch_utils.loader_workers(2, cpu) == 0
+    monkeypatch.setattr(torch_utils.os, "sched_getaffinity", lambda pid: set(range(5)), raising=False)
+    assert torch_utils.loader_workers(2, cpu) == 2
+    assert torch_utils.loader_workers(8, cpu) == 3
+    assert torch_utils.loader_workers(8, torch.device("cuda", 0)) == 8

@@ -43,10 +43,13 @@ def clip_polygon(poly: np.ndarray, x_max: float, y_max: float, x_min: float = 0.
 def polygon_boxes(polygons: list[np.ndarray]) -> np.ndarray:
     """(N, 4) float32 xyxy extents of N polygons (zeros for an empty polygon)."""
     boxes = np.zeros((len(polygons), 4), np.float32)
-    for i, p in enumerate(polygons):
-        if len(p):
-            boxes[i, :2] = p.min(0)
-            boxes[i, 2:] = p.max(0)
+    lengths = np.fromiter((len(p) for p in polygons), np.intp, len(polygons))
+    kept = np.flatnonzero(lengths)
+    if len(kept):  # one reduction over all the points, not two per polygon (~9 us each for 1000 points)
+        points = np.concatenate([polygons[i] for i in kept]).reshape(-1, 2)
+        starts = np.concatenate([[0], np.cumsum(lengths[kept])[:-1]])
+        boxes[kept, :2] = np.minimum.reduceat(points, starts, axis=0)
+        boxes[kept, 2:] = np.maximum.reduceat(points, starts, axis=0)
     return boxes
 
 
