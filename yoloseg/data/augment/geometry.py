@@ -86,7 +86,10 @@ def warp(
         img = cv2.warpAffine(img, matrix[:2], size, borderValue=fill)
     if not len(inst):
         return img, inst
-    moved = [clip_polygon(warp_points(p, matrix), out_shape[1], out_shape[0]) for p in inst.polygons]
+    # all polygons' points in one warp (the same per-point arithmetic, without a call per polygon)
+    ends = np.cumsum([len(p) for p in inst.polygons])
+    points = warp_points(np.concatenate([np.reshape(p, (-1, 2)) for p in inst.polygons]), matrix)
+    moved = [clip_polygon(p, out_shape[1], out_shape[0]) for p in np.split(points, ends[:-1])]
     ok = np.array([len(p) >= 3 for p in moved], bool)
     after = polygon_boxes(moved)
     ok &= box_candidates(inst.boxes_xyxy * scale, after)
