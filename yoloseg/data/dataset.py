@@ -12,6 +12,7 @@ import torch
 
 from ..utils.files import atomic_path
 from ..utils.log import log
+from ..utils.torch_utils import usable_cpus
 from .augment.geometry import with_polygons
 from .augment.letterbox import letterbox, long_side_shape, resize_long_side
 from .augment.masks import instance_masks, overlap_mask
@@ -194,7 +195,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         return img
 
     def _fill_cache(self) -> None:
-        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(min(8, usable_cpus())) as pool:  # decoding is CPU-bound: the CPUs this process has
             images = list(pool.map(self._read_resized, range(len(self))))
         if self._cache_mode == "ram":
             self._images = images
