@@ -40,14 +40,22 @@ def clip_polygon(poly: np.ndarray, x_max: float, y_max: float, x_min: float = 0.
     return poly.reshape(-1, 2)
 
 
+def flat_points(polygons: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All the points of N polygons as one (P, 2) array, and each polygon's point count (N,): one NumPy call over
+    the points instead of one per polygon."""
+    lengths = np.fromiter((len(p) for p in polygons), np.intp, len(polygons))
+    if not len(polygons):
+        return np.zeros((0, 2), np.float32), lengths
+    return np.concatenate([np.reshape(p, (-1, 2)) for p in polygons]), lengths
+
+
 def polygon_boxes(polygons: list[np.ndarray]) -> np.ndarray:
     """(N, 4) float32 xyxy extents of N polygons (zeros for an empty polygon)."""
     boxes = np.zeros((len(polygons), 4), np.float32)
-    lengths = np.fromiter((len(p) for p in polygons), np.intp, len(polygons))
+    points, lengths = flat_points(polygons)
     kept = np.flatnonzero(lengths)
-    if len(kept):  # one reduction over all the points, not two per polygon (~9 us each for 1000 points)
-        points = np.concatenate([polygons[i] for i in kept]).reshape(-1, 2)
-        starts = np.concatenate([[0], np.cumsum(lengths[kept])[:-1]])
+    if len(kept):  # one reduction over all the points (an axis-0 one per polygon: ~38 us for 1000 points)
+        starts = (np.cumsum(lengths) - lengths)[kept]
         boxes[kept, :2] = np.minimum.reduceat(points, starts, axis=0)
         boxes[kept, 2:] = np.maximum.reduceat(points, starts, axis=0)
     return boxes

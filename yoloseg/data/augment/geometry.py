@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from ..polygons import clip_polygon, polygon_boxes
+from ..polygons import clip_polygon, flat_points, polygon_boxes
 from ..sample import Instances
 from .letterbox import PAD_VALUE
 
@@ -86,10 +86,11 @@ def warp(
         img = cv2.warpAffine(img, matrix[:2], size, borderValue=fill)
     if not len(inst):
         return img, inst
-    # all polygons' points in one warp (the same per-point arithmetic, without a call per polygon)
-    ends = np.cumsum([len(p) for p in inst.polygons])
-    points = warp_points(np.concatenate([np.reshape(p, (-1, 2)) for p in inst.polygons]), matrix)
-    moved = [clip_polygon(p, out_shape[1], out_shape[0]) for p in np.split(points, ends[:-1])]
+    points, lengths = flat_points(inst.polygons)  # one warp for all (the same per-point arithmetic)
+    moved = [
+        clip_polygon(p, out_shape[1], out_shape[0])
+        for p in np.split(warp_points(points, matrix), np.cumsum(lengths)[:-1])
+    ]
     ok = np.array([len(p) >= 3 for p in moved], bool)
     after = polygon_boxes(moved)
     ok &= box_candidates(inst.boxes_xyxy * scale, after)
