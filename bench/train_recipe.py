@@ -5,6 +5,7 @@ next to the incumbent's figures (../shared/reference/reference-train.md). Usage:
     python bench/train_recipe.py --seeds 0 1 [--epochs 80] [--threads 2] [--out bench/results/recipe.json]
     python bench/train_recipe.py --seeds 0 --device 0            # on a GPU (bench/gpu_session.sh runs two seeds)
     python bench/train_recipe.py --seeds 0 --stop-after 8        # CPU seconds per epoch from the first 8 epochs
+    python bench/train_recipe.py --seeds 0 --stop-after 3 --loader-cpus 16  # loader worker processes on a pinned CPU
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def run(
             "mask_map50": round(m320.seg.map50, 4),
             "mask_map": round(m320.seg.map, 4),
         },
+        "s_per_epoch": [round(t, 2) for t in per_epoch],
         "s_per_epoch_median": round(statistics.median(per_epoch), 2),
         "wall_s": round(wall, 1),
         "device": device,
@@ -102,8 +104,18 @@ def main() -> None:
     parser.add_argument("--project", default="")
     parser.add_argument("--out", default="")
     parser.add_argument("--amp", default="false", help="false (the recipe), or bf16: bf16 autocast (AMX CPU or GPU)")
+    parser.add_argument(
+        "--loader-cpus", type=int, default=0,
+        help="choose the CPU loader workers as if the process could use N CPUs (e.g. 16 under a 2-CPU taskset: the "
+        "worker processes that yoloseg before session 10 started there, to compare with loading in the main process)",
+    )  # fmt: skip
     args = parser.parse_args()
     import torch
+
+    if args.loader_cpus:
+        from yoloseg.utils import torch_utils
+
+        torch_utils.usable_cpus = lambda: args.loader_cpus  # read by loader_workers only (the RAM cache keeps its own)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,6 +124,7 @@ def main() -> None:
     runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after, amp) for s in args.seeds]
     result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "amp": amp, "runs": runs, "incumbent": INCUMBENT}
     result["machine"] = machine(args.device)
+    result["loader_cpus"] = args.loader_cpus or None
     for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):
         result[f"mean_{key}"] = round(statistics.mean(r[key] for r in runs), 4)
     result["epoch_time_ratio"] = round(result["mean_s_per_epoch_median"] / INCUMBENT["s_per_epoch"], 3)
