@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +109,21 @@ def test_fuse_keeps_outputs():
     assert model.is_fused()
     assert (y1 - y0).abs().max() <= 1e-5 * y0.abs().max()
     assert (p1 - p0).abs().max() <= 1e-5 * p0.abs().max()
+
+
+def test_fusing_stays_cheap_in_a_fresh_process():
+    """A process's first predict fuses its model: the fused convolutions are built without random initialisation and
+    without the machinery that imports sympy (nn.utils.skip_init's to_empty did, ~0.7 s on the first call)."""
+    code = (
+        "import sys, torch\n"
+        "from yoloseg.nn.graph import YOLOModel\n"
+        "m = YOLOModel('yolo11n-seg.yaml', nc=2).eval()\n"
+        "m.fuse()\n"
+        "assert m.is_fused()\n"
+        "print('sympy' in sys.modules, all(p.device.type == 'cpu' for p in m.parameters()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
 
 
 def test_gflops_within_3_percent_of_reference():

@@ -47,8 +47,9 @@ class Conv(nn.Module):
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new Conv2d with bias equal to `bn(conv(x))` for an eval-mode BatchNorm."""
-    fused = nn.utils.skip_init(  # no random initialisation: both tensors are overwritten below
-        nn.Conv2d,
+    # built on the meta device (no storage, no random initialisation), then given the folded tensors. Not
+    # nn.utils.skip_init: its to_empty() imports torch.fx's symbolic shapes and sympy, ~0.7 s on a process's first fuse
+    fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,
@@ -57,14 +58,14 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         conv.dilation,
         conv.groups,
         bias=True,
-        device=conv.weight.device,
+        device="meta",
     )
     w = conv.weight.detach().float()
     std = (bn.running_var.float() + bn.eps).sqrt()
     scale = bn.weight.detach().float() / std  # (C,)
-    fused.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+    fused.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
     b = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(bn.running_mean, dtype=torch.float)
-    fused.bias.copy_(((b - bn.running_mean.float()) * scale + bn.bias.detach().float()).to(conv.weight.dtype))
+    fused.bias = nn.Parameter(((b - bn.running_mean.float()) * scale + bn.bias.detach().float()).to(conv.weight.dtype))
     return fused
 
 
