@@ -101,8 +101,9 @@ def restricted_cpus() -> int | None:
 def loader_workers(requested: int, device: torch.device) -> int:
     """DataLoader workers to use. On the CPU they only help with the cores torch's compute threads leave free
     (measured on 2 cores, coco128-seg at 320: 32 s/epoch with 0 workers, 39 s with 2; the shapes recipe at 256:
-    25.6 against 27.0 s; coco128 val at 640: 12.7 s against 13.4 with 8 workers; medians of 4), counted among the
-    CPUs this process may use (a taskset or cpuset pins it to fewer than os.cpu_count()); on GPUs as requested."""
+    25.6 against 27.0 s, and 18.5 against 22.2 s on 2 pinned CPUs of an AMX Xeon; coco128 val at 640: 12.7 s against
+    13.4 with 8 workers; medians), counted among the CPUs this process may use (a taskset or cpuset pins it to fewer
+    than os.cpu_count()); on GPUs as requested."""
     if device.type != "cpu":
         return requested
     return min(requested, max(usable_cpus() - torch.get_num_threads(), 0))
