@@ -4,6 +4,7 @@
 # Xeon). Run from the repo root; needs no install where torch, opencv, pyyaml, onnx and onnxruntime are present.
 # OpenVINO is unpacked from $OV_DIR/*.zip|*.whl when given. The shared material is read from ../shared (linked to
 # $YOLOSEG_SHARED_DIR when that is set); outputs (JSON + logs) go to $OUT (default /tmp/cpu-session).
+# MIN_BF16_GFLOPS=1500 stops after compute_floor on a host slower than that (see below).
 set -u
 OUT=${OUT:-/tmp/cpu-session}
 mkdir -p "$OUT" /tmp/site
@@ -34,6 +35,16 @@ run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/
 }
 SHAPES=(--weights ../shared/reference/yolo11n-seg-shapes.pt --data ../shared/data/shapes-ref-seg/data.yaml --imgsz 256)
 run compute_floor 60 bench/compute_floor.py --threads 2
+# hosts of one machine kind differ up to 3x in measured bf16 peak (bench/results/xeon-amx-*): MIN_BF16_GFLOPS=N stops
+# here (rc 3) on a host whose bf16 conv peak is below N, so a session can hand it back and draw another
+if [ -n "${MIN_BF16_GFLOPS:-}" ]; then
+  peak=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1])).get("bf16_conv3x3_gflops") or 0))' \
+    "$OUT/compute_floor.json" 2>/dev/null || echo 0)
+  if [ "$peak" -lt "$MIN_BF16_GFLOPS" ]; then
+    echo "this host's bf16 conv peak is $peak GFLOP/s, under MIN_BF16_GFLOPS=$MIN_BF16_GFLOPS (needs compute_floor in STEPS): stopping"
+    exit 3
+  fi
+fi
 run forward_profile 60 bench/forward_profile.py --threads 2
 run forward_interleave "${INTERLEAVE_TIMEOUT:-90}" bench/forward_profile.py --threads 2 --interleave 30 ${INTERLEAVE_ARGS:-}
 run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
