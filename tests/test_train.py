@@ -183,6 +183,9 @@ def test_training_options_single_cls_freeze_save_period_cache(tiny_data, tmp_pat
     model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="opts", **opts)
     run = tmp_path / "opts"
     assert (run / "weights" / "epoch1.pt").is_file() and (run / "weights" / "epoch2.pt").is_file()
+    for n in (1, 2):  # full training checkpoints of their epochs (copies of last.pt then), not the stripped release
+        periodic = torch.load(run / "weights" / f"epoch{n}.pt", weights_only=True)
+        assert periodic["epoch"] == n - 1 and "optimizer" in periodic
     assert model.model.nc == 1 and model.names == {0: "item"}
     ckpt = torch.load(run / "weights" / "last.pt", weights_only=True)
     assert ckpt["train_args"]["single_cls"] is True and ckpt["train_args"]["freeze"] == 1

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..metrics.segment import DetectMetrics, SegmentMetrics
 from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
 from ..nn.graph import YOLOModel
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_copy, atomic_write_text
 from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import end_deterministic, loader_workers, seed_everything, select_device
@@ -470,11 +470,12 @@ class Trainer:
             bad_epochs=self.bad_epochs,
         )
         save_training_checkpoint(self.last, ckpt)
+        # best.pt and the periodic copies hold the same checkpoint: copying last.pt's bytes beats serialising again
         if self.fitness is not None and self.fitness == self.best_fitness:
-            save_training_checkpoint(self.best, ckpt)
+            atomic_copy(self.last, self.best)
         period = self.args.get("save_period", -1)
         if period and period > 0 and (epoch + 1) % period == 0:
-            save_training_checkpoint(self.wdir / f"epoch{epoch + 1}.pt", ckpt)
+            atomic_copy(self.last, self.wdir / f"epoch{epoch + 1}.pt")
         self._run_callbacks("on_model_save")
 
     def _final_eval(self) -> None:
