@@ -200,10 +200,9 @@ class DeferredBranches:
                 continue
             y0, y1, x0, x1 = window = input_window(region, ring, scale, (h, w), min_area)
             k = i // step
-            chunk = min(step, batch - k * step)  # images in this one's micro-batch
             if (
                 (y1 - y0) * (x1 - x0) < min_area
-                or (chunk == 1 and h * w < min_area)  # the forward took the native kernel
+                or (min(step, batch - k * step) == 1 and h * w < min_area)  # alone in its micro-batch: native kernel
                 or (y1 - y0, x1 - x0) == (h, w)
             ):
                 whole.add(k)

@@ -71,10 +71,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_training_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
-    save_checkpoint(path, ckpt)
-
-
 def strip_checkpoint(path: Path) -> None:
     """Release form: EMA weights in fp16, no optimizer / training state; written atomically in place."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..metrics.segment import DetectMetrics, SegmentMetrics
-from ..nn.checkpoint import intersect_state_dicts, load_checkpoint
+from ..nn.checkpoint import intersect_state_dicts, load_checkpoint, save_checkpoint
 from ..nn.graph import YOLOModel
 from ..utils.files import atomic_copy, atomic_write_text
 from ..utils.log import log
@@ -28,7 +28,7 @@ from ..utils.torch_utils import end_deterministic, loader_workers, seed_everythi
 from . import distributed
 from .inference import cpu_bf16_supported, inference_copy
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
-from .saving import make_checkpoint, plain_args, rng_state, save_training_checkpoint, set_rng_state, strip_checkpoint
+from .saving import make_checkpoint, plain_args, rng_state, set_rng_state, strip_checkpoint
 from .validator import Validator
 
 LOSS_NAMES = {
@@ -469,7 +469,7 @@ class Trainer:
             train_results=self.csv_rows,
             bad_epochs=self.bad_epochs,
         )
-        save_training_checkpoint(self.last, ckpt)
+        save_checkpoint(self.last, ckpt)
         # best.pt and the periodic copies hold the same checkpoint: copying last.pt's bytes beats serialising again
         if self.fitness is not None and self.fitness == self.best_fitness:
             atomic_copy(self.last, self.best)
