@@ -709,9 +709,11 @@ def test_graph_serves_other_shapes_and_batches():
     with torch.inference_mode():
         got = forward_batched(forward, x)
         expected = model(x)
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(got, expected):  # the same kernels on the same weights: the same bits
+        assert torch.equal(a, b)
     assert CPU_MICRO_BATCH_PIXELS // (96 * 64) >= 5  # one call at batch 5 (it was traced at batch 1)
+    # a traced function with the weights as constants, not a ScriptModule per submodule (~6x cheaper to make)
+    assert isinstance(forward.graph, torch.jit.ScriptFunction)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit in the stand-in trace

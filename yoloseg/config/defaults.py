@@ -273,7 +273,7 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "jit",
                 BOOL,
                 True,
-                "CPU predict and val: run the model as a frozen TorchScript graph where it pays (false: eager; ours)",
+                "CPU predict and val: run the model as a TorchScript graph where it pays (false: eager; ours)",
             ),
             Key("overlap_mask", BOOL, True, "merge the masks of an image into one index map when training"),
             Key("mask_ratio", INT, 4, "downsample factor of training masks", min=1),

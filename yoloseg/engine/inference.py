@@ -143,14 +143,15 @@ def bf16_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-# Graphs (CompiledForward(graphs=True), CPU prediction): the model traced into one frozen TorchScript graph, which
-# runs the same kernels without the Python module calls between them and releases intermediates sooner. yolo11n-seg
-# at batch 1 on 2 AVX2 cores: 640x480 84 against 97 ms, 640x640 118 against 142, the outputs equal to ~1e-7; at the
-# CPU micro-batch of 2 ~6-12%, at batch 8 ~2.5%, so validation uses it only for large datasets (see
-# validator.VAL_GRAPH_MIN_IMAGES) and never during training. The trace follows the input's sizes (one graph serves
-# every shape and batch size; checked at a second shape when it is made; over coco128's mixed shapes at batch 1 the
-# forwards took 10.6 against 11.5 s) and costs about ten forwards (~1 s on 2 cores), so the predictor asks for it
-# only where it pays (see Predictor._graph_due).
+# Graphs (CompiledForward(graphs=True), CPU prediction): the model traced into one TorchScript graph, its weights
+# recorded as constants, which runs the same kernels without the Python module calls between them and releases
+# intermediates sooner. yolo11n-seg at batch 1 on 2 AVX2 cores: 640x480 84 against 97 ms, 640x640 118 against 142,
+# the outputs equal to ~1e-7; at the CPU micro-batch of 2 ~6-12%, at batch 8 ~2.5%, so validation uses it only for
+# large datasets (see validator.VAL_GRAPH_MIN_IMAGES) and never during training. The trace follows the input's sizes
+# (one graph serves every shape and batch size; checked at a second shape when it is made; over coco128's mixed
+# shapes at batch 1 the forwards took 10.6 against 11.5 s). Making it (`prepare`: the trace, the check, two warm-up
+# runs) takes 0.34-0.54 s on 2 cores, about six forwards, so the predictor asks for it only where it pays (see
+# Predictor._graph_due).
 
 
 class CompiledForward:
@@ -160,8 +161,8 @@ class CompiledForward:
     Compilation happens on the first call (and on a new input shape); if it fails (no C++ compiler, an operator the
     compiler cannot handle) the call warns once and runs the model eagerly from then on.
 
-    With `graphs` (and no torch.compile), `prepare(x)` traces the model at x into a frozen TorchScript graph that
-    later calls run, at any shape. A bf16 graph is traced under autocast and carries its casts, so it runs outside
+    With `graphs` (and no torch.compile), `prepare(x)` traces the model at x into a TorchScript graph that later
+    calls run, at any shape. A bf16 graph is traced under autocast and carries its casts, so it runs outside
     autocast. The graph is checked against the eager model at another batch size and shape first (a size baked into
     the trace would show there). Tracing happens only in `prepare`, which a caller runs outside its timed stages; a
     failure warns once and leaves the model eager.
@@ -204,11 +205,17 @@ class CompiledForward:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             sample = torch.empty_like(x).copy_(x)  # a normal tensor even when `x` is an inference one
+            model = self.model
+
+            def run(images: torch.Tensor) -> Any:
+                return model(images)
+
+            # a function, not the module: its weights are recorded as constants, as freezing a traced module would
+            # make them, without building a ScriptModule for each of the ~350 submodules first (0.07-0.1 against
+            # 0.6-0.7 s for yolo11n-seg on 2 cores; the graphs run alike and give bit-identical outputs). Nothing is
+            # frozen, so TorchScript's own autocast pass never runs over the casts traced under autocast.
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                traced = torch.jit.trace(self.model, sample, strict=False, check_trace=False)
-            # frozen outside autocast: freezing under it runs TorchScript's own autocast pass over the traced casts,
-            # which put the head's fp32 box decoding and a second round of casts in bf16 (boxes off by pixels)
-            return torch.jit.freeze(traced.eval())
+                return torch.jit.trace(run, sample, strict=False, check_trace=False)
 
     def _same_at_another_shape(self, graph: Any, x: torch.Tensor) -> bool:
         """Whether the graph gives the eager outputs at another (small, so cheap) batch size, height and width."""
@@ -222,7 +229,7 @@ class CompiledForward:
             got = _to_float(graph(other)) if self.bf16 else graph(other)
             expected = self(other)  # eager: the graph is not in place yet
         got, expected = _flatten(got), _flatten(expected)
-        # a size baked into the trace shows as wrong shapes or values; bf16 kernels of the frozen graph may round a
+        # a size baked into the trace shows as wrong shapes or values; bf16 kernels of the graph may round a
         # few bf16 steps (2^-8) apart from eager ones
         tol = 5e-2 if self.bf16 else 1e-3
         return len(got) == len(expected) and all(

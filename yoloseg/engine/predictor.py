@@ -58,9 +58,9 @@ PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
 TTA_SCALES = (1.0, 0.83, 0.67)
 TTA_FLIPS = (False, True, False)
 # A CPU predictor runs its model as a TorchScript graph (inference.CompiledForward) from the GRAPH_AFTER-th batch on,
-# unless it was called once on a list with fewer than GRAPH_MIN_LEFT images left. The trace costs about ten forwards,
-# once; on 2 cores it broke even over coco128's 128 mixed-shape images (`yolo predict` of the folder at 320: 7.9 s
-# wall either way, at 640 the forwards saved 1.0 s), and gains ~10-25% per image on a stream of one shape.
+# unless it was called once on a list with fewer than GRAPH_MIN_LEFT images left. Making the graph costs about six
+# forwards, once (0.34-0.54 s on 2 cores); predicting coco128's 128 mixed-shape images at 640 with it took 6.96
+# against 7.36 s (medians of 4 alternating runs, 2 cores), and it gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
 GRAPH_MIN_LEFT = 100
 
@@ -226,7 +226,7 @@ class Predictor:
                 log.info(f"{n_labels} label{'s' * (n_labels != 1)} saved to {self.save_dir / 'labels'}")
 
     def _graph_due(self, left: int | None) -> bool:
-        """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~ten forwards' time once,
+        """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~six forwards' time once,
         then each forward ~10-25% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
         being called, or of a video, stream or long list (`left`: images left in this call's source, None when
         unbounded); a short list of images predicted once stays eager."""
