@@ -681,7 +681,7 @@ def test_graph_only_where_it_pays(tmp_path, monkeypatch):
 
 
 def test_graph_is_traced_at_the_micro_batch_size(tmp_path, monkeypatch):
-    """A batched CPU predictor runs micro-batches: the trace (and its warm-up runs) use one, not the whole batch."""
+    """A batched CPU predictor runs micro-batches: the trace uses one, not the whole batch."""
     import yoloseg.engine.inference as inference
     import yoloseg.engine.predictor as predictor_module
 
@@ -744,7 +744,9 @@ class _FixedSize(torch.nn.Module):
         return self.model(x[..., :64, :96])
 
 
-def test_graph_check_leaves_the_global_random_stream_alone():
+def test_graph_leaves_the_global_random_stream_and_executor_setting_alone():
+    """The check at another shape draws from its own generator; the graph runs under TorchScript's plain interpreter
+    (no profiling runs) and the caller's thread keeps its executor setting."""
     from yoloseg.engine.inference import CompiledForward, inference_copy
 
     forward = CompiledForward(inference_copy(_tiny_model(), torch.device("cpu")), graphs=True)
@@ -752,6 +754,17 @@ def test_graph_check_leaves_the_global_random_stream_alone():
     state = torch.random.get_rng_state()
     forward.prepare(x)
     assert forward.graph is not None and torch.equal(torch.random.get_rng_state(), state)
+    seen = []
+    run = forward.graph
+
+    def spy(images):
+        seen.append(torch._C._get_graph_executor_optimize())
+        return run(images)
+
+    forward.graph = spy
+    with torch.inference_mode():
+        forward(x)
+    assert seen == [False] and torch._C._get_graph_executor_optimize()
 
 
 def test_bf16_graph_gives_the_autocast_numbers():

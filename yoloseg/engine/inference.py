@@ -146,12 +146,20 @@ def bf16_weights(model: nn.Module) -> nn.Module:
 # Graphs (CompiledForward(graphs=True), CPU prediction): the model traced into one TorchScript graph, its weights
 # recorded as constants, which runs the same kernels without the Python module calls between them and releases
 # intermediates sooner. yolo11n-seg at batch 1 on 2 AVX2 cores: 640x480 84 against 97 ms, 640x640 118 against 142,
-# the outputs equal to ~1e-7; at the CPU micro-batch of 2 ~6-12%, at batch 8 ~2.5%, so validation uses it only for
-# large datasets (see validator.VAL_GRAPH_MIN_IMAGES) and never during training. The trace follows the input's sizes
-# (one graph serves every shape and batch size; checked at a second shape when it is made; over coco128's mixed
-# shapes at batch 1 the forwards took 10.6 against 11.5 s). Making it (`prepare`: the trace, the check, two warm-up
-# runs) takes 0.34-0.54 s on 2 cores, about six forwards, so the predictor asks for it only where it pays (see
-# Predictor._graph_due).
+# the outputs equal to ~1e-7; at the CPU micro-batch of 2 ~6-12%, at batch 8 ~2.5%; never during training. The trace
+# follows the input's sizes (one graph serves every shape and batch size; checked at a second shape when it is made;
+# over coco128's mixed shapes at batch 1 the forwards took 10.6 against 11.5 s). Making it (`prepare`: the trace and
+# the check) takes ~0.17 s at 640x480 on 2 cores, about three forwards, so the predictor and the validator ask for it
+# only where it pays (Predictor._graph_due, validator.VAL_GRAPH_MIN_IMAGES).
+
+
+def _run_graph(graph: Any, x: torch.Tensor) -> Any:
+    """Run a traced graph with TorchScript's plain interpreter: its profiling executor (the default) spends its first
+    two runs profiling and optimising (170 and 111 ms against 43 for yolo11n-seg at 640x480 on 2 cores) for no
+    steady-state gain on a CPU, where it fuses nothing (54.1 against 54.2 ms, medians of 37 alternating runs). The
+    setting is per thread and restored on exit."""
+    with torch.jit.optimized_execution(False):
+        return graph(x)
 
 
 class CompiledForward:
@@ -187,9 +195,6 @@ class CompiledForward:
             graph = self._trace(x)
             if not self._same_at_another_shape(graph, x):
                 raise RuntimeError("the traced graph differs from the model at another input shape")
-            with torch.inference_mode():  # TorchScript's profiling executor optimises a graph over its first runs
-                for _ in range(2):
-                    graph(x)
             self.graph = graph
         except Exception as e:  # noqa: BLE001 - any tracing failure leaves the eager model in charge
             from ..utils.log import LOGGER
@@ -226,7 +231,7 @@ class CompiledForward:
         generator = torch.Generator().manual_seed(0)  # not the global one: the caller's random stream stays as it is
         other = torch.rand(2 if b == 1 else 1, c, *hw, generator=generator).to(x).contiguous(memory_format=layout)
         with torch.inference_mode():
-            got = _to_float(graph(other)) if self.bf16 else graph(other)
+            got = _to_float(_run_graph(graph, other)) if self.bf16 else _run_graph(graph, other)
             expected = self(other)  # eager: the graph is not in place yet
         got, expected = _flatten(got), _flatten(expected)
         # a size baked into the trace shows as wrong shapes or values; bf16 kernels of the graph may round a
@@ -238,7 +243,7 @@ class CompiledForward:
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self.graph is not None and not kwargs:
-            out = self.graph(x)
+            out = _run_graph(self.graph, x)
             return _to_float(out) if self.bf16 else out
         if not self.bf16:
             return self._call(x, **kwargs)

@@ -58,11 +58,12 @@ PREDICT_DEFAULTS = {"conf": 0.25, "batch": 1, "save": False, "mode": "predict"}
 TTA_SCALES = (1.0, 0.83, 0.67)
 TTA_FLIPS = (False, True, False)
 # A CPU predictor runs its model as a TorchScript graph (inference.CompiledForward) from the GRAPH_AFTER-th batch on,
-# unless it was called once on a list with fewer than GRAPH_MIN_LEFT images left. Making the graph costs about six
-# forwards, once (0.34-0.54 s on 2 cores); predicting coco128's 128 mixed-shape images at 640 with it took 6.96
-# against 7.36 s (medians of 4 alternating runs, 2 cores), and it gains ~10-25% per image on a stream of one shape.
+# unless it was called once on a list with fewer than GRAPH_MIN_LEFT images left. Making the graph costs about three
+# forwards, once (~0.17 s at 640x480 on 2 cores). On 2 cores, medians of 6 alternating runs: predicting coco128's 128
+# mixed-shape images took 7.45 against 8.10 s at 640; its first 32 images 2.50 against 2.60 s at 640 and 1.19 against
+# 1.24 s at 320. It gains ~10-25% per image on a stream of one shape.
 GRAPH_AFTER = 3
-GRAPH_MIN_LEFT = 100
+GRAPH_MIN_LEFT = 30
 
 
 class Predictor:
@@ -226,7 +227,7 @@ class Predictor:
                 log.info(f"{n_labels} label{'s' * (n_labels != 1)} saved to {self.save_dir / 'labels'}")
 
     def _graph_due(self, left: int | None) -> bool:
-        """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~six forwards' time once,
+        """Whether to trace the model into a TorchScript graph now (CompiledForward.prepare; ~three forwards' time once,
         then each forward ~10-25% faster on a CPU at batch 1): from the GRAPH_AFTER-th batch of a predictor that keeps
         being called, or of a video, stream or long list (`left`: images left in this call's source, None when
         unbounded); a short list of images predicted once stays eager."""

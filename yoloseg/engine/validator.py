@@ -33,10 +33,9 @@ from .inference import CompiledForward, forward_batched, inference_copy, inferen
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 PLOT_CONF = 0.25  # the confusion matrix and the val_batch*_pred.jpg plots use detections at or above this
 # Standalone CPU validation of at least this many images runs the model as a TorchScript graph (see
-# inference.CompiledForward): at the CPU micro-batch of 2 the graph saves ~6-12% per forward on 2 cores, less with
-# the deferred head, and making it costs about six forwards: coco128 at 640 (6 alternating runs, 2 cores) took 73.5
-# against 73.9 ms of inference per image with the graph made at the first batch, 12.3 against 11.6 s wall (noise).
-VAL_GRAPH_MIN_IMAGES = 500
+# inference.CompiledForward), made at its first micro-batch for about three forwards' time: coco128's 128 images at
+# 640 took 12.72 against 13.46 s (24.7 against 26.2 s of CPU time; medians of 6 alternating runs on 2 cores).
+VAL_GRAPH_MIN_IMAGES = 100
 
 
 def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[Callable]] | None = None):
