@@ -422,6 +422,9 @@ def test_in_memory_sources():
     assert images[2].shape == (20, 30, 3)
     with pytest.raises(TypeError, match="uint8"):
         load_sources(np.zeros((8, 8, 3), np.float32))
+    for empty in (np.zeros((0, 8, 3), np.uint8), np.zeros((8, 0), np.uint8), Image.new("RGB", (0, 5))):
+        with pytest.raises(ValueError, match="source 0: the image is empty"):
+            load_sources(empty)
 
 
 def test_tensor_source_is_fed_as_is():
@@ -434,6 +437,9 @@ def test_tensor_source_is_fed_as_is():
     torch.testing.assert_close(r_t.boxes.data, r_np.boxes.data, atol=1e-3, rtol=1e-4)
     with pytest.raises(ValueError, match="multiples of the model stride"):
         load_sources(torch.zeros(1, 3, 50, 64), stride=32)
+    for empty in (torch.zeros(0, 3, 64, 64), torch.zeros(1, 3, 0, 64)):
+        with pytest.raises(ValueError, match="tensor source: the tensor is empty"):
+            load_sources(empty, stride=32)
 
 
 def _write_video(path: Path, n: int = 7, size=(64, 96)) -> None:

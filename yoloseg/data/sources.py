@@ -247,7 +247,9 @@ def as_bgr(img: Any, name: str = "image") -> np.ndarray:
     """A numpy HWC BGR array (uint8; gray and BGRA converted) or a PIL image (RGB -> BGR) as (h, w, 3) uint8 BGR."""
     if not isinstance(img, np.ndarray):  # PIL image
         arr = np.asarray(img.convert("RGB"))
+        _check_not_empty(arr, name)
         return np.ascontiguousarray(arr[..., ::-1])
+    _check_not_empty(img, name)
     if img.dtype != np.uint8:
         raise TypeError(f"{name}: numpy images must be uint8 HWC BGR, got dtype {img.dtype}")
     if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
@@ -257,6 +259,13 @@ def as_bgr(img: Any, name: str = "image") -> np.ndarray:
     if img.ndim != 3 or img.shape[2] != 3:
         raise TypeError(f"{name}: numpy images must be HWC with 1, 3 or 4 channels, got shape {img.shape}")
     return np.ascontiguousarray(img)
+
+
+def _check_not_empty(img: np.ndarray, name: str) -> None:
+    if img.ndim >= 2 and 0 in img.shape[:2]:
+        raise ValueError(
+            f"{name}: the image is empty (shape {img.shape}); pass an image at least 1 pixel high and wide"
+        )
 
 
 def _is_pil(x: Any) -> bool:
@@ -269,6 +278,8 @@ def _check_tensor(t: torch.Tensor, stride: int) -> torch.Tensor:
         t = t.unsqueeze(0)
     if t.ndim != 4 or t.shape[1] != 3:
         raise ValueError(f"tensor source: expected (B, 3, H, W) RGB, got shape {tuple(t.shape)}")
+    if not t.numel():
+        raise ValueError(f"tensor source: the tensor is empty (shape {tuple(t.shape)}); pass at least one image")
     if t.shape[2] % stride or t.shape[3] % stride:
         raise ValueError(
             f"tensor source: height and width must be multiples of the model stride {stride}, got {tuple(t.shape)}; "
