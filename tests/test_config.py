@@ -452,3 +452,20 @@ def test_parse_errors(line, words):
         parse_cli(line.split())
     for word in words:
         assert word in str(info.value)
+
+
+def test_device_strings_without_cuda(monkeypatch):
+    """Device arguments parse the same with or without a GPU; asking for CUDA where there is none says so and names
+    the fix, and a string that is no device says what is accepted."""
+    import torch
+
+    from yoloseg.config.defaults import ConfigError
+    from yoloseg.utils.torch_utils import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("cpu") == select_device(None) == torch.device("cpu")
+    for text in ("cuda", "CUDA:0", 0, "0,1"):
+        with pytest.raises(ConfigError, match="asks for CUDA but torch.cuda.is_available.. is False; use device=cpu"):
+            select_device(text)
+    with pytest.raises(ConfigError, match="is not a device; use cpu, 0, 0,1 or cuda:0"):
+        select_device("gpu")

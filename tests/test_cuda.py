@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 def test_device_strings():
-    for text in (0, "0", "cuda:0", "0,", None):
+    for text in (0, "0", "cuda:0", "cuda", "0,", None):
         assert select_device(text) == torch.device("cuda:0")
     assert select_device("cpu") == torch.device("cpu")
 

@@ -13,7 +13,8 @@ from .log import log
 
 
 def select_device(device: str | int | torch.device | None = None) -> torch.device:
-    """'cpu', '0', '0,1', 'cuda:1', 0, None (CUDA 0 when available, else CPU) -> the device for this process.
+    """'cpu', '0', '0,1', 'cuda:1', 'cuda' (as PyTorch spells CUDA 0), 0, None (CUDA 0 when available, else CPU) -> the
+    device for this process.
 
     A list of GPUs selects the first one here; the trainer launches one process per GPU for the others.
     """
@@ -26,6 +27,8 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
         return torch.device("cpu")
     if text == "mps":
         return torch.device("mps")
+    if text == "cuda":
+        text = "0"
     ids = [s for s in text.split(",") if s != ""]
     if not all(s.isdigit() or s == "-1" for s in ids):
         raise ConfigError(f"device={device!r} is not a device; use cpu, 0, 0,1 or cuda:0", key="device", value=device)
