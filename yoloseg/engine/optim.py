@@ -28,9 +28,9 @@ def build_optimizer(
     Returns the optimizer and the resolved {name, lr, momentum} (auto also sets warmup_bias_lr to 0).
 
     On a CPU, Adam, AdamW and SGD run PyTorch's fused kernels: one call per step instead of ~10 small ops per
-    parameter (PyTorch's CPU default): yolo11n-seg's AdamW step took 4.2 against 17.0 ms on our 2-core CPU. SGD gives
-    the same bits; Adam(W) differ from the per-parameter loop by rounding (~2e-7 after 50 steps). GPUs keep PyTorch's
-    default (foreach), which works with the fp16 grad scaler as is.
+    parameter (PyTorch's CPU default): yolo11n-seg's AdamW step took 5.6-6.7 against 25.6-29.6 ms on our 2-core CPU
+    (bench/train_step_parts.py). SGD gives the same bits; Adam(W) differ from the per-parameter loop by rounding
+    (~2e-7 after 50 steps). GPUs keep PyTorch's default (foreach), which works with the fp16 grad scaler as is.
     """
     resolved: dict[str, Any] = {}
     if name == "auto":
@@ -120,8 +120,8 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """ema = d * ema + (1 - d) * model over the floating-point state, in two foreach calls (the same bits as one
-        mul_ and add_ per tensor; with the EMA's side gathered once, 6 against 10 ms per step for yolo11n-seg on our
-        2-core CPU)."""
+        mul_ and add_ per tensor; with the EMA's side gathered once, 7.5-9.0 against 13.6-16.8 ms per step for
+        yolo11n-seg on our 2-core CPU, bench/train_step_parts.py)."""
         self.updates += 1
         d = self.decay()
         if self._floats is None or self._floats[0] is not self.ema:  # gathered again if ema is replaced
