@@ -69,7 +69,8 @@ def test_masks_skipped_where_they_cannot_count_change_nothing(checkpoint, datase
 def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, tmp_path, monkeypatch):
     """CPU val runs the head's box, coefficient and prototype branches only where they are read (engine.deferred):
     the metrics, per-class maps and confusion matrix equal those of the whole head, to the last bit, and so do the
-    input-resolution masks of save_json (coco8: 4 images)."""
+    input-resolution masks of save_json (coco8: 4 images). Coefficients are computed only for the rows whose masks
+    can count (all of them for save_json)."""
     import numpy as np
 
     from yoloseg.engine import deferred, validator
@@ -89,9 +90,21 @@ def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, 
         calls["boxes"] += 1
         return complete_boxes(self, out, conf)
 
+    complete_coeffs = deferred.DeferredBranches.complete_coeffs
+
+    def counting_coeffs(self, preds, levels, wanted=None):
+        calls["rows"] = calls.get("rows", 0) + sum(len(p) for p in preds)
+        wanted = wanted or [None] * len(preds)
+        calls["wanted"] = calls.get("wanted", 0) + sum(
+            len(p) if w is None else int(w.sum()) for p, w in zip(preds, wanted)
+        )
+        return complete_coeffs(self, preds, levels, wanted)
+
     monkeypatch.setattr(deferred.DeferredBranches, "complete_boxes", counting)
+    monkeypatch.setattr(deferred.DeferredBranches, "complete_coeffs", counting_coeffs)
     lazy = run("deferred")
     assert calls["boxes"] >= 1  # the deferred path ran
+    assert calls["wanted"] == calls["rows"] if save_json else calls["wanted"] < 0.5 * calls["rows"]
     monkeypatch.setattr(validator, "defer_head", lambda model: None)
     whole = run("whole")
     assert lazy.results_dict == whole.results_dict

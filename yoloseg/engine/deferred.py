@@ -123,18 +123,24 @@ class DeferredBranches:
                 box = c.new_zeros((c.shape[0], 4 * self.head().reg_max, *c.shape[2:]), dtype=torch.float32)
             yield c, box, picks
 
-    def complete_coeffs(self, preds: list[torch.Tensor], levels: tuple) -> list[torch.Tensor]:
+    def complete_coeffs(
+        self, preds: list[torch.Tensor], levels: tuple, wanted: list[torch.Tensor | None] | None = None
+    ) -> list[torch.Tensor]:
         """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
-        those anchors, computed around them only (the values of the full forward, see `run`)."""
+        those anchors, computed around them only (the values of the full forward, see `run`); with `wanted` (per
+        image a bool mask over its rows, or None for all), only those rows' (the others' are zeros)."""
         nm = self.head().nm
         coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
+        wanted = wanted or [None] * len(preds)
         start = 0
         for level, x in enumerate(levels):
             h, w = x.shape[2:]
             picks, regions = [], []
-            for pred in preds:
+            for pred, want in zip(preds, wanted):
                 a = pred[:, 6].long() - start
                 sel = (a >= 0) & (a < h * w)
+                if want is not None:
+                    sel &= want
                 rows, cols = a[sel] // w, a[sel] % w
                 picks.append((sel, rows, cols))
                 regions.append(_extent(rows, cols))
@@ -155,10 +161,11 @@ class DeferredBranches:
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """NMS rows (n, 6 + 1) from complete_boxes' y and its (P3 features, level inputs) -> (rows (n, 6 + nm) with
         their mask coefficients, the prototypes under the masks of the rows `masked[i]` selects (a bool mask; None:
-        every row), as `protos_for`)."""
+        every row), as `protos_for`). Only the masked rows get coefficients (the others' are zeros: no mask of
+        theirs is computed)."""
         p3, levels = deferred
-        preds = self.complete_coeffs(preds, levels)
         masked = masked or [None] * len(preds)
+        preds = self.complete_coeffs(preds, levels, masked)
         return preds, self.protos_for(p3, [p if m is None else p[m] for p, m in zip(preds, masked)], shape, crop)
 
     def protos_for(
