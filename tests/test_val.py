@@ -92,9 +92,8 @@ def test_deferred_head_gives_the_full_heads_metrics(checkpoint, dataset, imgsz, 
 
     complete_coeffs = deferred.DeferredBranches.complete_coeffs
 
-    def counting_coeffs(self, preds, levels, wanted=None):
+    def counting_coeffs(self, preds, levels, wanted):
         calls["rows"] = calls.get("rows", 0) + sum(len(p) for p in preds)
-        wanted = wanted or [None] * len(preds)
         calls["wanted"] = calls.get("wanted", 0) + sum(
             len(p) if w is None else int(w.sum()) for p, w in zip(preds, wanted)
         )

@@ -4,7 +4,7 @@ A CPU predictor's own model sets `Segment.defer_branches` (`defer_head`), so its
 and the level inputs. `DeferredBranches` then runs, bit-identical to the full forward:
 - the box branch (cv2, ~11% of yolo11n-seg's forward at 640x480) only around the anchors whose best class logit may
   pass `conf`, and decodes only those anchors (`complete_boxes`);
-- the mask coefficients (cv4, ~5%) only around the anchors NMS keeps (`complete_coeffs`);
+- the mask coefficients (cv4, ~5%) only around the anchors NMS keeps whose masks are computed (`complete_coeffs`);
 - the prototypes (~19%) only over the region the kept detections' masks read, none for a frame without detections
   (`protos_for`).
 
@@ -124,14 +124,13 @@ class DeferredBranches:
             yield c, box, picks
 
     def complete_coeffs(
-        self, preds: list[torch.Tensor], levels: tuple, wanted: list[torch.Tensor | None] | None = None
+        self, preds: list[torch.Tensor], levels: tuple, wanted: list[torch.Tensor | None]
     ) -> list[torch.Tensor]:
         """Rows (n, 6 + 1) whose last column is the anchor index -> rows (n, 6 + nm) with the mask coefficients of
-        those anchors, computed around them only (the values of the full forward, see `run`); with `wanted` (per
-        image a bool mask over its rows, or None for all), only those rows' (the others' are zeros)."""
+        the anchors of the rows `wanted[i]` selects (a bool mask; None: every row), computed around them only (the
+        values of the full forward, see `run`); the other rows' coefficients are zeros."""
         nm = self.head().nm
         coeffs = [pred.new_zeros((len(pred), nm)) for pred in preds]
-        wanted = wanted or [None] * len(preds)
         start = 0
         for level, x in enumerate(levels):
             h, w = x.shape[2:]
