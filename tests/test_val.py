@@ -158,6 +158,12 @@ def test_near_same_class_gt():
     gt_cls, gt_boxes = torch.tensor([0.0, 1.0]), torch.tensor([[20.0, 20, 60, 60], [190.0, 190, 210, 210]])
     assert _near_same_class_gt(det, gt_cls, gt_boxes).tolist() == [True, False, True, False, True]
     assert not _near_same_class_gt(det, gt_cls[:0], gt_boxes[:0]).any()
+    # with GT mask areas: also only where the widened boxes' overlap can hold half the GT mask (IoU >= 0.5 possible)
+    reach = (50 - 20 + 2 * NEAR_GT_PX) ** 2  # row 0's widened overlap with GT 0
+    areas = torch.tensor([2.0 * reach, 20.0 * 20])
+    assert _near_same_class_gt(det, gt_cls, gt_boxes, areas).tolist() == [True, False, False, False, True]
+    areas[0] = 2.0 * reach + 1  # just out of reach
+    assert _near_same_class_gt(det, gt_cls, gt_boxes, areas).tolist() == [False, False, False, False, True]
 
 
 def test_half_val_on_a_bf16_cpu_stays_close_to_fp32(tmp_path, monkeypatch):

@@ -122,14 +122,31 @@ def _completed_boxes(parts: Iterator[tuple], branches: DeferredBranches, conf: f
         yield branches.complete_boxes(out, conf)
 
 
-def _near_same_class_gt(det: torch.Tensor, gt_cls: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: detection rows (N, 6+) whose box, widened by NEAR_GT_PX, overlaps a GT box (M, 4) of its class."""
+def _near_same_class_gt(
+    det: torch.Tensor, gt_cls: torch.Tensor, gt_boxes: torch.Tensor, gt_areas: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,) bool: detection rows (N, 6+) whose box, widened by NEAR_GT_PX, overlaps a GT box (M, 4) of its class.
+
+    With `gt_areas` (M,), the GT masks' areas in input pixels, also only where the mask IoU can reach the lowest
+    match threshold: a detection's mask lies within its box and a GT mask within its box, each give or take a mask
+    pixel, so their intersection is at most the overlap of the two boxes widened by NEAR_GT_PX, and their union at
+    least the GT mask; IoU <= overlap / GT area.
+    """
     if not len(gt_cls):
         return torch.zeros(len(det), dtype=torch.bool, device=det.device)
     b, g = det[:, None, :4], gt_boxes[None].to(det.dtype)
     overlap = (b[..., 0] - NEAR_GT_PX < g[..., 2]) & (b[..., 2] + NEAR_GT_PX > g[..., 0])
     overlap &= (b[..., 1] - NEAR_GT_PX < g[..., 3]) & (b[..., 3] + NEAR_GT_PX > g[..., 1])
-    return (overlap & (det[:, 5:6] == gt_cls[None].to(det.dtype))).any(1)
+    overlap &= det[:, 5:6] == gt_cls[None].to(det.dtype)
+    if gt_areas is not None:
+        width = (torch.minimum(b[..., 2], g[..., 2]) - torch.maximum(b[..., 0], g[..., 0]) + 2 * NEAR_GT_PX).clamp(
+            min=0
+        )
+        height = (torch.minimum(b[..., 3], g[..., 3]) - torch.maximum(b[..., 1], g[..., 1]) + 2 * NEAR_GT_PX).clamp(
+            min=0
+        )
+        overlap &= width * height >= float(IOU_THRESHOLDS[0]) * gt_areas[None].to(det.dtype)
+    return overlap.any(1)
 
 
 class Validator:
@@ -221,7 +238,7 @@ class Validator:
                 loss_sum = items if loss_sum is None else loss_sum + items
             t3 = time.perf_counter()
             gts = [self._gt_for_image(si, batch, images.shape[2:]) for si in range(len(batch.images))]
-            targets = [(g["cls"], g["boxes"]) for g in gts]
+            targets = [(g["cls"], g["boxes"], g.get("areas")) for g in gts]
             preds: list[dict] = []
             forward_s = 0.0  # each micro-batch's outputs are postprocessed before the next runs: the batch's outputs
             while True:  # are never concatenated (a copy of ~8 MB per 640 px image, 4-7 ms of a 2-core CPU's time)
@@ -253,16 +270,17 @@ class Validator:
         y: torch.Tensor,
         protos: torch.Tensor | tuple | None,
         shape: tuple[int, int],
-        gt_targets: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        gt_targets: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None,
         branches: DeferredBranches | None = None,
     ) -> list[dict]:
         """NMS (multi-label in val) then masks at 1/4 input resolution (input resolution for save_json / save_txt).
 
-        With `gt_targets` (per image: GT classes (M,) and xyxy boxes (M, 4) in input pixels), masks are computed only
-        where they can count: detections at or above the 0.25 confidence of the confusion matrix and the plots, and
-        those whose box comes near a GT box of their class (a mask match needs the same class and overlapping masks;
-        a mask is cropped to its box and a GT mask lies within its box, give or take a mask pixel: NEAR_GT_PX is a
-        wide margin). The other masks stay empty; at conf 0.001 that skips most of the work.
+        With `gt_targets` (per image: GT classes (M,), xyxy boxes (M, 4) and mask areas (M,) or None, in input
+        pixels), masks are computed only where they can count: detections at or above the 0.25 confidence of the
+        confusion matrix and the plots, and those whose box comes near enough a GT box of their class for the mask
+        IoU to reach 0.5 (see _near_same_class_gt: a mask is cropped to its box and a GT mask lies within its box,
+        give or take a mask pixel, and NEAR_GT_PX is a wide margin). The other masks stay empty; at conf 0.001 that
+        skips most of the work.
 
         With `branches` (a deferred head, see engine.deferred), y holds the anchors that may pass conf with their
         anchor index for coefficients, and protos is (P3 features, level inputs): the kept detections' coefficients
@@ -317,6 +335,7 @@ class Validator:
             if self.native_masks and masks.shape[1:] != shape:
                 masks = F.interpolate(masks[None], shape, mode="bilinear", align_corners=False)[0].gt_(0.5).float()
             gt["masks"] = masks
+            gt["areas"] = masks.flatten(1).sum(1) * (h * w / (masks.shape[1] * masks.shape[2]))  # input pixels
         return gt
 
     def _update_image(self, si, pred, gt, batch, shape, stats, confusion) -> None:
