@@ -139,13 +139,9 @@ def _near_same_class_gt(
     overlap &= (b[..., 1] - NEAR_GT_PX < g[..., 3]) & (b[..., 3] + NEAR_GT_PX > g[..., 1])
     overlap &= det[:, 5:6] == gt_cls[None].to(det.dtype)
     if gt_areas is not None:
-        width = (torch.minimum(b[..., 2], g[..., 2]) - torch.maximum(b[..., 0], g[..., 0]) + 2 * NEAR_GT_PX).clamp(
-            min=0
-        )
-        height = (torch.minimum(b[..., 3], g[..., 3]) - torch.maximum(b[..., 1], g[..., 1]) + 2 * NEAR_GT_PX).clamp(
-            min=0
-        )
-        overlap &= width * height >= float(IOU_THRESHOLDS[0]) * gt_areas[None].to(det.dtype)
+        lo, hi = torch.maximum(b[..., :2], g[..., :2]), torch.minimum(b[..., 2:], g[..., 2:])
+        reach = (hi - lo + 2 * NEAR_GT_PX).clamp(min=0).prod(-1)  # the overlap of the widened boxes (N, M)
+        overlap &= reach >= float(IOU_THRESHOLDS[0]) * gt_areas[None].to(det.dtype)
     return overlap.any(1)
 
 
