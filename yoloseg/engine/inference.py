@@ -153,15 +153,6 @@ def bf16_weights(model: nn.Module) -> nn.Module:
 # only where it pays (Predictor._graph_due, validator.VAL_GRAPH_MIN_IMAGES).
 
 
-def _run_graph(graph: Any, x: torch.Tensor) -> Any:
-    """Run a traced graph with TorchScript's plain interpreter: its profiling executor (the default) spends its first
-    two runs profiling and optimising (170 and 111 ms against 43 for yolo11n-seg at 640x480 on 2 cores) for no
-    steady-state gain on a CPU, where it fuses nothing (54.1 against 54.2 ms, medians of 37 alternating runs). The
-    setting is per thread and restored on exit."""
-    with torch.jit.optimized_execution(False):
-        return graph(x)
-
-
 class CompiledForward:
     """Calls `model` through torch.compile when `compile` asks for it (True or a mode name), under CPU bf16 autocast
     when `bf16` (outputs come back fp32; the head decodes boxes in fp32 itself).
@@ -231,7 +222,7 @@ class CompiledForward:
         generator = torch.Generator().manual_seed(0)  # not the global one: the caller's random stream stays as it is
         other = torch.rand(2 if b == 1 else 1, c, *hw, generator=generator).to(x).contiguous(memory_format=layout)
         with torch.inference_mode():
-            got = _to_float(_run_graph(graph, other)) if self.bf16 else _run_graph(graph, other)
+            got = self._run_graph(graph, other)
             expected = self(other)  # eager: the graph is not in place yet
         got, expected = _flatten(got), _flatten(expected)
         # a size baked into the trace shows as wrong shapes or values; bf16 kernels of the graph may round a
@@ -243,12 +234,20 @@ class CompiledForward:
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self.graph is not None and not kwargs:
-            out = _run_graph(self.graph, x)
-            return _to_float(out) if self.bf16 else out
+            return self._run_graph(self.graph, x)
         if not self.bf16:
             return self._call(x, **kwargs)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return _to_float(self._call(x, **kwargs))
+
+    def _run_graph(self, graph: Any, x: torch.Tensor) -> Any:
+        """Run a traced graph (its outputs fp32 under bf16) with TorchScript's plain interpreter: its profiling
+        executor (the default) spends its first two runs profiling and optimising (170 and 111 ms against 43 for
+        yolo11n-seg at 640x480 on 2 cores) for no steady-state gain on a CPU, where it fuses nothing (54.1 against
+        54.2 ms, medians of 37 alternating runs). The setting is per thread and restored on exit."""
+        with torch.jit.optimized_execution(False):
+            out = graph(x)
+        return _to_float(out) if self.bf16 else out
 
     def run_module(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Run the submodule `name` (as in `named_modules`) of the model this forward runs, eagerly and at its
