@@ -1,7 +1,8 @@
 """The head branches a CPU predictor runs only where their outputs are read, with the full forward's values.
 
 A CPU predictor's own model sets `Segment.defer_branches` (`defer_head`), so its forward returns only the class maps
-and the level inputs. `DeferredBranches` then runs, bit-identical to the full forward:
+and the level inputs. `DeferredBranches` then runs, bit-identical to the full forward (the scores to a few ulps:
+on AVX-512 PyTorch's sigmoid rounds the scalar tail of a tensor apart from its vectorised body):
 - the box branch (cv2, ~11% of yolo11n-seg's forward at 640x480) only around the anchors whose best class logit may
   pass `conf`, and decodes only those anchors (`complete_boxes`);
 - the mask coefficients (cv4, ~5%) only around the anchors NMS keeps whose masks are computed (`complete_coeffs`);
