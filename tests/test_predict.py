@@ -943,7 +943,9 @@ def test_bf16_fused_blocks_come_closer_to_fp32_than_autocast():
 
     model = inference_copy(_reference_model("yolo11n-seg-shapes"), torch.device("cpu"))
     fused, plain = CompiledForward(model, bf16=True), CompiledForward(model, bf16=True, fuse=False)
-    assert fused.packed and not plain.packed
+    if not fused.packed:  # e.g. oneDNN held below AVX-512 by ONEDNN_MAX_CPU_ISA: the fallback, tested above
+        pytest.skip("oneDNN's fused bf16 convolution does not run here")
+    assert not plain.packed
     x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
