@@ -22,7 +22,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile forward_interleave bf16_fusion_ab val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16}
+STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -47,8 +47,8 @@ if [ -n "${MIN_BF16_GFLOPS:-}" ]; then
 fi
 run forward_profile 60 bench/forward_profile.py --threads 2
 run forward_interleave "${INTERLEAVE_TIMEOUT:-90}" bench/forward_profile.py --threads 2 --interleave 30 ${INTERLEAVE_ARGS:-}
-# Conv+SiLU fusion under bf16, fused against unfused predictors called in turn (and their shapes mAPs)
-run bf16_fusion_ab 240 bench/bf16_fusion_ab.py --threads 2 --rounds 40 --data ../shared/data/shapes-ref-seg/data.yaml
+# Conv+SiLU fusion (fp32, and bf16), fused against unfused predictors called in turn (and their shapes mAPs)
+run fusion_ab 420 bench/fusion_ab.py --threads 2 --rounds 40 --data ../shared/data/shapes-ref-seg/data.yaml
 run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
 run val_shapes_half 60 bench/val_time.py --threads 2 --runs 1 --half "${SHAPES[@]}"
 run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 ${PREDICT_ARGS:-} \

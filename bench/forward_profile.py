@@ -77,11 +77,20 @@ def conv_variant(model: torch.nn.Module, kind: str, dtype: torch.dtype) -> torch
     return model
 
 
-def graph_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False):
-    """The forward the predictor runs once it has traced its TorchScript graph (see CompiledForward.prepare)."""
+def own(model: torch.nn.Module, **kwargs):
+    """A CompiledForward of a copy of `model` (a CPU one fuses its model's Conv blocks in place at the first input:
+    the variants here share one model)."""
+    import copy
+
     from yoloseg.engine.inference import CompiledForward
 
-    forward = CompiledForward(model, bf16=bf16, graphs=True)
+    return CompiledForward(copy.deepcopy(model), **kwargs)
+
+
+def graph_forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool = False, fuse: bool = True):
+    """The forward the predictor runs once it has traced its TorchScript graph (see CompiledForward.prepare); with
+    `fuse=False`, as it ran before its Conv blocks were fused with their SiLU."""
+    forward = own(model, bf16=bf16, graphs=True, fuse=fuse)
     forward.prepare(x)
     return forward
 
@@ -169,12 +178,17 @@ def main() -> None:
     x = torch.rand(1, 3, 480, 640).contiguous(memory_format=torch.channels_last)
     report = {"threads": torch.get_num_threads(), "input": list(x.shape)}
     if args.interleave:
-        forwards = {"fp32_graph": graph_forward(model, x), "fp32_graph_llga": llga_forward(model, x)}
+        forwards = {
+            "fp32_graph": graph_forward(model, x),
+            "fp32_graph_unfused": graph_forward(model, x, fuse=False),
+            "fp32_graph_llga": llga_forward(model, x),
+        }
         if cpu_bf16_supported():
             forwards |= {
-                "bf16_eager": CompiledForward(model, bf16=True),
+                "bf16_eager": own(model, bf16=True),
                 "bf16_graph_llga": llga_forward(model, x, bf16=True),
                 "bf16_graph": graph_forward(model, x, bf16=True),
+                "bf16_graph_unfused": graph_forward(model, x, bf16=True, fuse=False),
             }
         if args.compile:
             for name, bf16 in [("fp32_compile", False)] + [("bf16_compile", True)] * cpu_bf16_supported():
@@ -183,13 +197,13 @@ def main() -> None:
                 report[f"{name}_compile_s"] = round(time.perf_counter() - t, 1)
         print(json.dumps(report | interleaved(forwards, x, args.interleave)))
         return
-    report["fp32"] = profile_forward(CompiledForward(model), x, args.runs)
+    report["fp32"] = profile_forward(own(model), x, args.runs)
     report["fp32_graph"] = profile_forward(graph_forward(model, x), x, args.runs)
     with torch.inference_mode():
-        reference = CompiledForward(model)(x)[0]
+        reference = own(model, fuse=False)(x)[0]
     variants = [("fp32_fused_silu", "fused_silu", torch.float32, False)]
     if cpu_bf16_supported():
-        report["bf16_autocast"] = profile_forward(CompiledForward(model, bf16=True), x, args.runs)
+        report["bf16_autocast"] = profile_forward(own(model, bf16=True), x, args.runs)
         report["bf16_graph"] = profile_forward(graph_forward(model, x, bf16=True), x, args.runs)
         variants += [(f"bf16_{kind}", kind, torch.bfloat16, True) for kind in ("onednn", "fused_silu")]
     for name, bf16 in [("fp32_graph_llga", False)] + ([("bf16_graph_llga", True)] if cpu_bf16_supported() else []):
@@ -202,7 +216,7 @@ def main() -> None:
         except Exception as e:  # an experiment: report it and go on
             report[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
     for name, kind, dtype, bf16 in variants:  # experiments: timing, and how far the outputs move from fp32
-        forward = CompiledForward(conv_variant(model, kind, dtype))
+        forward = CompiledForward(conv_variant(model, kind, dtype), fuse=False)
         if bf16:
             forward.bf16 = True  # autocast around the variant, whose weights are bf16 already
         report[name] = profile_forward(forward, x, args.runs)

@@ -145,11 +145,13 @@ def bf16_weights(model: nn.Module) -> nn.Module:
 
 
 # oneDNN's convolution with SiLU as its post-op: the activation runs on the accumulator before the store, so a Conv
-# block makes one pass over its output instead of two. Under CPU bf16 autocast SiLU was ~14% of yolo11n-seg's forward
-# (AVX512-BF16, 640x480; 22% on an AMX Xeon), as it reads and writes each bf16 activation again; fused, the forward
-# took ~8-10% less and came closer to the fp32 outputs (one rounding to bf16 per block instead of two). In fp32 it
-# gained nothing measurable, so fp32 keeps PyTorch's own convolutions (and the incumbent's arithmetic). A traced
-# graph cannot record the op's empty `Scalar?[]` argument, so the call goes through a scripted function, which it can.
+# block makes one pass over its output instead of two, and every block goes to oneDNN (PyTorch sends small ones to a
+# slower native kernel). SiLU was ~14% of yolo11n-seg's bf16 forward on an AVX512-BF16 EPYC (22% on an AMX Xeon); the
+# fused blocks of a 640x480 forward took 15.6 against 21.4 ms in bf16 and 22.5 against 26.2 in fp32 there (26.0
+# against 29.5 with oneDNN held to AVX2), with their weights laid out for the input size (see ConvSiLU). fp32 outputs
+# move by rounding only (boxes ~1e-4 px; the shapes val metrics unchanged to the printed digit); bf16 ones
+# round once per block instead of twice. A traced graph cannot record the op's empty `Scalar?[]` argument, so the call
+# goes through a scripted function, which it can.
 _CONV_SILU_SOURCE = """
 def conv_silu(x: Tensor, w: Tensor, b: Optional[Tensor], padding: List[int], stride: List[int], dilation: List[int],
               groups: int) -> Tensor:
@@ -169,14 +171,17 @@ class ConvSiLU(nn.Module):
     reordered once into oneDNN's layout (`weight`, an opaque mkldnn tensor: never saved, moved or copied, so a plain
     attribute, not a buffer). Inputs are cast to the weights' dtype, as autocast would cast them for the convolution."""
 
-    def __init__(self, conv: nn.Conv2d, routing: nn.Module | None = None):
+    def __init__(self, conv: nn.Conv2d, input_size: list[int], routing: nn.Module | None = None):
         super().__init__()
         for key in ("f", "i"):  # a top-level layer's inputs and index (nn.graph), as on the block it replaces
             if hasattr(routing, key):
                 setattr(self, key, getattr(routing, key))
         self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         self.dtype = conv.weight.dtype
-        self.weight = torch.ops.mkldnn._reorder_convolution_weight(conv.weight.detach(), *self.args, None)
+        # laid out for the primitive oneDNN picks at `input_size`; without a size it assumes one that, on some CPUs,
+        # takes a layout the real calls do not use and reorder again each time (up to 7x slower blocks, seen with
+        # oneDNN held to AVX2); other sizes run well on these weights
+        self.weight = torch.ops.mkldnn._reorder_convolution_weight(conv.weight.detach(), *self.args, input_size)
         self.bias = None if conv.bias is None else conv.bias.detach()
         self.fn = _conv_silu_function()
 
@@ -184,21 +189,22 @@ class ConvSiLU(nn.Module):
         return self.fn(x.to(self.dtype), self.weight, self.bias, *self.args)
 
 
-def fuse_conv_silu(model: nn.Module) -> list[torch.Tensor]:
+def fuse_conv_silu(model: nn.Module, shape: tuple[int, ...]) -> list[torch.Tensor]:
     """Replace, in place, each BN-fused `Conv` block of `model` (an inference copy on the CPU) whose activation is SiLU
-    with a `ConvSiLU`; returns their reordered weights (a traced graph takes them as inputs: it cannot hold them as
-    constants). The branches a deferred head runs on windows (engine.deferred) keep PyTorch's convolutions, whose
-    kernel choice that code follows. No change (an empty list) where this PyTorch has no oneDNN or the fused call
-    fails on a small input."""
+    with a `ConvSiLU`, its weights laid out for the block's input at a model input of `shape` (B, C, H, W); returns
+    their reordered weights (a traced graph takes them as inputs: it cannot hold them as constants). The branches a
+    Segment head defers to windows (engine.deferred) keep PyTorch's convolutions, whose kernel choice that code
+    follows, deferred or not. No change (an empty list) where this PyTorch has no oneDNN or the fused call fails on a
+    small input."""
     from ..nn.blocks import Conv
     from ..nn.heads import Segment
 
     if not torch.backends.mkldnn.is_available():
         return []
-    skip = set()
-    for m in model.modules():
-        if isinstance(m, Segment) and m.defer_branches:
-            skip |= {id(s) for branch in (m.cv2, m.cv4, m.proto) for s in branch.modules()}
+    # the branches a deferred Segment head runs on windows, in every model: deferred and whole forwards then agree
+    skip = {
+        id(s) for m in model.modules() if isinstance(m, Segment) for b in (m.cv2, m.cv4, m.proto) for s in b.modules()
+    }
     blocks = [
         (parent, name, child)
         for parent in model.modules()
@@ -207,21 +213,46 @@ def fuse_conv_silu(model: nn.Module) -> list[torch.Tensor]:
     ]
     if not blocks:
         return []
-    try:  # one block on a small input, against its unfused self
-        fused = ConvSiLU(blocks[0][2].conv)
-        x = torch.rand(1, blocks[0][2].conv.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    try:
+        sizes = _block_input_sizes(model, [b[2] for b in blocks], shape)
+        first = blocks[0][2]  # one block on a small input, against its unfused self
+        fused = ConvSiLU(first.conv, sizes[0])
+        x = torch.rand(1, first.conv.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
         x = x.to(fused.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if not torch.allclose(fused(x).float(), blocks[0][2](x).float(), rtol=2e-2, atol=2e-2):
+            if not torch.allclose(fused(x).float(), first(x).float(), rtol=2e-2, atol=2e-2):
                 return []
     except Exception:  # noqa: BLE001 - no fused kernel here: PyTorch's convolutions stay
         return []
     packed = []
-    for parent, name, child in blocks:
-        fused = ConvSiLU(child.conv, child)
+    for (parent, name, child), size in zip(blocks, sizes):
+        fused = ConvSiLU(child.conv, size, child)
         setattr(parent, name, fused)
         packed.append(fused.weight)
     return packed
+
+
+def _block_input_sizes(model: nn.Module, blocks: list[nn.Module], shape: tuple[int, ...]) -> list[list[int]]:
+    """The input size of each of `blocks` (modules of `model`) at a model input of `shape` (B, C, H, W; H and W
+    multiples of the model's stride), scaled from one forward of a 64x64 input (a few ms): each block sees the input
+    downsampled by a fixed factor."""
+    probe = 64
+    seen: dict[int, tuple[int, int, int]] = {}
+
+    def record(module: nn.Module, args: tuple) -> None:  # returns None: the inputs stay as they are
+        seen.setdefault(id(module), tuple(args[0].shape[1:]))
+
+    hooks = [b.register_forward_pre_hook(record) for b in blocks]
+    bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
+    x = torch.zeros(1, shape[1], probe, probe).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    b, _, height, width = shape
+    return [[b, c, -(-height * h // probe), -(-width * w // probe)] for c, h, w in (seen[id(m)] for m in blocks)]
 
 
 # Graphs (CompiledForward(graphs=True), CPU prediction): the model traced into one TorchScript graph, its weights
@@ -236,8 +267,9 @@ def fuse_conv_silu(model: nn.Module) -> list[torch.Tensor]:
 
 class CompiledForward:
     """Calls `model` through torch.compile when `compile` asks for it (True or a mode name), under CPU bf16 autocast
-    when `bf16` (outputs come back fp32; the head decodes boxes in fp32 itself), its Conv blocks then fused with their
-    SiLU (`fuse_conv_silu`) on its own bf16 copy of `model` (`fuse`: None for that, True to fuse fp32 blocks too).
+    when `bf16` (outputs come back fp32; the head decodes boxes in fp32 itself). On a CPU the Conv blocks are fused
+    with their SiLU (`fuse_conv_silu`, unless `fuse=False`) at the first input, in `model` itself (the caller's own
+    inference copy) or in its bf16 copy.
 
     Compilation happens on the first call (and on a new input shape); if it fails (no C++ compiler, an operator the
     compiler cannot handle) the call warns once and runs the model eagerly from then on.
@@ -250,16 +282,16 @@ class CompiledForward:
     """
 
     def __init__(
-        self, model: nn.Module, compile: Any = False, bf16: bool = False, graphs: bool = False, fuse: bool | None = None
+        self, model: nn.Module, compile: Any = False, bf16: bool = False, graphs: bool = False, fuse: bool = True
     ):
         self.mode, self.bf16 = compile_mode(compile), bf16
         self.model = bf16_weights(model) if bf16 else model
-        # fuse (None: under bf16) on its own copy, never under torch.compile (which fuses by itself); graphs take the
-        # fused blocks' weights as inputs
-        fuse = bf16 if fuse is None else fuse
-        if fuse and self.mode is None and not bf16:
-            self.model = copy.deepcopy(model)
-        self.packed = fuse_conv_silu(self.model) if fuse and self.mode is None else []
+        # the Conv blocks are fused at the first input (in place: `model` is the caller's own inference copy, or
+        # its bf16 copy), on a CPU and never under torch.compile, which fuses by itself; graphs take the fused
+        # blocks' weights as inputs
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        self.fuse_pending = fuse and on_cpu and self.mode is None
+        self.packed: list[torch.Tensor] = []
         self.compiled = None
         if self.mode is not None:
             self.compiled = torch.compile(self.model, mode=None if self.mode == "default" else self.mode)
@@ -272,6 +304,7 @@ class CompiledForward:
         if not self.graphs or self.graph is not None:
             return
         x = micro_batches(images)[0]
+        self._fuse(x)
         try:
             graph = self._trace(x)
             if not self._same_at_another_shape(graph, x):
@@ -322,9 +355,17 @@ class CompiledForward:
             a.shape == b.shape and torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(got, expected)
         )
 
+    def _fuse(self, x: torch.Tensor) -> None:
+        """Fuse the Conv blocks (once, before the first forward: every output comes from the same arithmetic), their
+        weights laid out for an input of x's shape."""
+        if self.fuse_pending:
+            self.fuse_pending = False
+            self.packed = fuse_conv_silu(self.model, tuple(x.shape))
+
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self.graph is not None and not kwargs:
             return self._run_graph(self.graph, x)
+        self._fuse(x)
         if not self.bf16:
             return self._call(x, **kwargs)
         with torch.autocast("cpu", dtype=torch.bfloat16):
