@@ -930,6 +930,32 @@ def test_conv_silu_fusion_keeps_the_outputs_and_traces_with_its_weights_as_input
     assert all(torch.equal(a, b) for a, b in zip((*graph[0], *graph[1]), (*eager[0], *eager[1])))
 
 
+def test_fused_blocks_are_laid_out_for_their_real_input_sizes():
+    """The reorder of each fused block's weights is told the block's input size at the first input (oneDNN held to
+    AVX2 reordered weights laid out for no size again on every call): the sizes scaled from the 64x64 probe equal
+    those a forward at that shape feeds the blocks."""
+    from yoloseg.engine.inference import _block_input_sizes, inference_copy
+    from yoloseg.nn.blocks import Conv
+
+    model = inference_copy(_tiny_model(), torch.device("cpu"))
+    blocks = [m for m in model.modules() if isinstance(m, Conv)]
+    seen: dict[int, list[int]] = {}
+
+    def record(module, args):
+        seen.setdefault(id(module), list(args[0].shape))
+
+    hooks = [b.register_forward_pre_hook(record) for b in blocks]
+    for shape in ((1, 3, 64, 96), (2, 3, 160, 128), (1, 3, 480, 640)):
+        seen.clear()
+        with torch.inference_mode():
+            model(torch.zeros(shape).contiguous(memory_format=torch.channels_last))
+        ran = [b for b in blocks if id(b) in seen]
+        expected = [seen[id(b)] for b in ran]
+        assert len(ran) > 50 and _block_input_sizes(model, ran, shape) == expected
+    for h in hooks:
+        h.remove()
+
+
 def test_conv_silu_fusion_falls_back_where_the_fused_kernel_fails(monkeypatch):
     from yoloseg.engine import inference
 
