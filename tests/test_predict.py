@@ -962,7 +962,7 @@ def test_conv_silu_fusion_falls_back_where_the_fused_kernel_fails(monkeypatch):
     def unsupported(*args, **kwargs):
         raise RuntimeError("no fused kernel on this CPU")
 
-    monkeypatch.setattr(inference, "_conv_silu_function", lambda: unsupported)
+    monkeypatch.setattr(inference, "_conv_silu_eager", unsupported)
     model = inference.inference_copy(_tiny_model(), torch.device("cpu"))
     forward = inference.CompiledForward(model, graphs=True, fuse=True)
     x = torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)

@@ -162,8 +162,13 @@ def conv_silu(x: Tensor, w: Tensor, b: Optional[Tensor], padding: List[int], str
 
 @functools.cache
 def _conv_silu_function() -> Any:
-    """The scripted fused call (compiled on first use, not at import)."""
+    """The scripted fused call, for traces (compiled when a graph is first traced, ~7 ms, not at import)."""
     return torch.jit.CompilationUnit(_CONV_SILU_SOURCE).conv_silu
+
+
+def _conv_silu_eager(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, *args: Any) -> torch.Tensor:
+    """The fused call run eagerly: the op itself, without the scripted function's overhead per call."""
+    return torch.ops.mkldnn._convolution_pointwise(x, w, b, *args, "swish", [], "")
 
 
 class ConvSiLU(nn.Module):
@@ -183,10 +188,10 @@ class ConvSiLU(nn.Module):
         # oneDNN held to AVX2); other sizes run well on these weights
         self.weight = torch.ops.mkldnn._reorder_convolution_weight(conv.weight.detach(), *self.args, input_size)
         self.bias = None if conv.bias is None else conv.bias.detach()
-        self.fn = _conv_silu_function()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x.to(self.dtype), self.weight, self.bias, *self.args)
+        fn = _conv_silu_function() if torch.jit.is_tracing() else _conv_silu_eager
+        return fn(x.to(self.dtype), self.weight, self.bias, *self.args)
 
 
 def fuse_conv_silu(model: nn.Module, shape: tuple[int, ...]) -> list[torch.Tensor]:
