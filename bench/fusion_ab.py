@@ -25,7 +25,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 @contextlib.contextmanager
 def fusion(enabled: bool):
-    """Predictors and validators made inside build their bf16 forward with (or without) the fusion."""
+    """Predictors and validators made inside build their forward with (or without) the fusion."""
     import yoloseg.engine.inference as inference
 
     real = inference.fuse_conv_silu
