@@ -37,8 +37,14 @@ def init_process_group(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
+    """Tear the process group down on every rank together: the others wait for rank 0's final validation first (a
+    rank that tore down alone while rank 0 still held its connections was once seen to abort, 'terminate called
+    without an active exception', on a 2-process gloo run)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def _free_port() -> int:
