@@ -3,8 +3,9 @@
 The inference copy the predictor runs (BN fused, channels-last), batch 1 at 640x480 (bus.jpg's letterbox), in fp32 and,
 on a CPU with bf16 hardware, under the bf16 autocast of half=True; each eagerly and as the predictor's TorchScript
 graph. Shows what is left besides the convolutions.
-Also times experiments that call oneDNN directly (see conv_variant) or fuse with oneDNN Graph (llga_forward), with their
-distance from the fp32 outputs.
+The shipped forwards fuse each Conv block with its SiLU (inference.fuse_conv_silu); the `*_unfused` rows run without.
+Also times experiments that call oneDNN's plain convolution directly (see conv_variant) or fuse with oneDNN Graph
+(llga_forward), with their distance from the unfused fp32 outputs.
     python bench/forward_profile.py [--threads N] [--runs 10]
     python bench/forward_profile.py --interleave 30   # the variants timed round-robin (a noisy machine's drift
                                                        # falls on all alike), and the slowest ops with their shapes
@@ -43,37 +44,30 @@ def profile_forward(forward, x: torch.Tensor, runs: int) -> dict:
     }
 
 
-def conv_variant(model: torch.nn.Module, kind: str, dtype: torch.dtype) -> torch.nn.Module:
-    """An experiment, not the shipped path: a copy of `model` whose convolutions call oneDNN directly.
-
-    kind "onednn": every Conv2d through aten.mkldnn_convolution (PyTorch sends small batch-1 convolutions to its
-    slower native kernel otherwise); "fused_silu": Conv + SiLU blocks as one oneDNN convolution with a swish post-op.
-    Inputs are cast to `dtype` (bf16 under autocast: these ops are not on autocast's lists).
+def conv_variant(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """An experiment, not the shipped path: a copy of `model` whose every Conv2d runs through
+    aten.mkldnn_convolution (PyTorch sends small batch-1 convolutions to its slower native kernel otherwise), unfused.
+    Inputs are cast to `dtype` (bf16 under autocast: the op is not on autocast's lists).
     """
     import copy
 
     from yoloseg.engine.inference import bf16_weights
-    from yoloseg.nn.blocks import DFL, Conv
+    from yoloseg.nn.blocks import DFL
 
     model = bf16_weights(model) if dtype == torch.bfloat16 else copy.deepcopy(model)
     skip = {id(m.conv) for m in model.modules() if isinstance(m, DFL)}
 
-    def direct(conv: torch.nn.Conv2d, attr: str):
+    def direct(conv: torch.nn.Conv2d):
         args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            x = x.to(dtype)
-            if attr == "none":
-                return torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, *args)
-            return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *args, attr, [], "")
+            return torch.ops.aten.mkldnn_convolution(x.to(dtype), conv.weight, conv.bias, *args)
 
         return forward
 
     for m in model.modules():
-        if kind == "fused_silu" and isinstance(m, Conv) and isinstance(m.act, torch.nn.SiLU) and not hasattr(m, "bn"):
-            m.forward = direct(m.conv, "swish")
-        elif kind == "onednn" and isinstance(m, torch.nn.Conv2d) and id(m) not in skip:
-            m.forward = direct(m, "none")
+        if isinstance(m, torch.nn.Conv2d) and id(m) not in skip:
+            m.forward = direct(m)
     return model
 
 
@@ -199,13 +193,15 @@ def main() -> None:
         return
     report["fp32"] = profile_forward(own(model), x, args.runs)
     report["fp32_graph"] = profile_forward(graph_forward(model, x), x, args.runs)
+    report["fp32_graph_unfused"] = profile_forward(graph_forward(model, x, fuse=False), x, args.runs)
     with torch.inference_mode():
         reference = own(model, fuse=False)(x)[0]
-    variants = [("fp32_fused_silu", "fused_silu", torch.float32, False)]
+    variants = []
     if cpu_bf16_supported():
         report["bf16_autocast"] = profile_forward(own(model, bf16=True), x, args.runs)
         report["bf16_graph"] = profile_forward(graph_forward(model, x, bf16=True), x, args.runs)
-        variants += [(f"bf16_{kind}", kind, torch.bfloat16, True) for kind in ("onednn", "fused_silu")]
+        report["bf16_graph_unfused"] = profile_forward(graph_forward(model, x, bf16=True, fuse=False), x, args.runs)
+        variants.append(("bf16_onednn", torch.bfloat16, True))
     for name, bf16 in [("fp32_graph_llga", False)] + ([("bf16_graph_llga", True)] if cpu_bf16_supported() else []):
         try:
             forward = llga_forward(model, x, bf16)
@@ -215,8 +211,8 @@ def main() -> None:
             report[name]["max_rel_diff_vs_fp32"] = float((out - reference).abs().max() / reference.abs().max())
         except Exception as e:  # an experiment: report it and go on
             report[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
-    for name, kind, dtype, bf16 in variants:  # experiments: timing, and how far the outputs move from fp32
-        forward = CompiledForward(conv_variant(model, kind, dtype), fuse=False)
+    for name, dtype, bf16 in variants:  # experiments: timing, and how far the outputs move from fp32
+        forward = CompiledForward(conv_variant(model, dtype), fuse=False)
         if bf16:
             forward.bf16 = True  # autocast around the variant, whose weights are bf16 already
         report[name] = profile_forward(forward, x, args.runs)

@@ -221,20 +221,18 @@ def fuse_conv_silu(model: nn.Module, shape: tuple[int, ...]) -> list[torch.Tenso
     try:
         sizes = _block_input_sizes(model, [b[2] for b in blocks], shape)
         first = blocks[0][2]  # one block on a small input, against its unfused self
-        fused = ConvSiLU(first.conv, sizes[0])
+        fused = [ConvSiLU(first.conv, sizes[0], first)]
         x = torch.rand(1, first.conv.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
-        x = x.to(fused.dtype).contiguous(memory_format=torch.channels_last)
+        x = x.to(fused[0].dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if not torch.allclose(fused(x).float(), first(x).float(), rtol=2e-2, atol=2e-2):
+            if not torch.allclose(fused[0](x).float(), first(x).float(), rtol=2e-2, atol=2e-2):
                 return []
     except Exception:  # noqa: BLE001 - no fused kernel here: PyTorch's convolutions stay
         return []
-    packed = []
-    for (parent, name, child), size in zip(blocks, sizes):
-        fused = ConvSiLU(child.conv, size, child)
-        setattr(parent, name, fused)
-        packed.append(fused.weight)
-    return packed
+    fused += [ConvSiLU(child.conv, size, child) for (_, _, child), size in zip(blocks[1:], sizes[1:])]
+    for (parent, name, _), block in zip(blocks, fused):
+        setattr(parent, name, block)
+    return [block.weight for block in fused]
 
 
 def _block_input_sizes(model: nn.Module, blocks: list[nn.Module], shape: tuple[int, ...]) -> list[list[int]]:
