@@ -1,5 +1,7 @@
 """Conv + SiLU fusion on a CPU (inference.fuse_conv_silu), fused against unfused in one process: prints JSON.
 
+Always on the CPU, also on a machine with a GPU (which YOLO would pick by default).
+
 Two predictors of the same checkpoint, one with its Conv blocks fused, one without, called in turn on the same image
 (the order alternating each round), so a noisy machine's drift falls on both alike; in fp32, and under bf16
 (`half=True`) on a CPU with bf16 hardware. Reports median end to end and inference ms per image, in how many rounds
@@ -43,17 +45,17 @@ def predict_ab(weights: str, image: str, imgsz: int, rounds: int, half: bool) ->
     models = {"fused": YOLO(weights), "unfused": YOLO(weights)}
     for name, m in models.items():
         with fusion(name == "fused"):  # the predictor (and its forward) is made at the first call
-            m(image, half=half, imgsz=imgsz, verbose=False)
+            m(image, half=half, imgsz=imgsz, device="cpu", verbose=False)
     for _ in range(5):  # past the graph's tracing
         for m in models.values():
-            m(image, half=half, imgsz=imgsz, verbose=False)
+            m(image, half=half, imgsz=imgsz, device="cpu", verbose=False)
     ms = {k: [] for k in models}
     inference_ms = {k: [] for k in models}
     last = {}
     for r in range(rounds):
         for name in list(models)[:: 1 if r % 2 == 0 else -1]:
             t = time.perf_counter()
-            res = models[name](image, half=half, imgsz=imgsz, verbose=False)[0]
+            res = models[name](image, half=half, imgsz=imgsz, device="cpu", verbose=False)[0]
             _ = res.masks.xy if res.masks is not None else None
             ms[name].append((time.perf_counter() - t) * 1e3)
             inference_ms[name].append(res.speed["inference"])
@@ -79,7 +81,7 @@ def val_ab(weights: str, data: str, imgsz: int, half: bool) -> dict:
     out = {}
     for name in ("fused", "unfused"):
         with fusion(name == "fused"):  # accuracy only: one cold run each would not compare as timings
-            m = YOLO(weights).val(data=data, imgsz=imgsz, batch=16, half=half, verbose=False, plots=False)
+            m = YOLO(weights).val(data=data, imgsz=imgsz, batch=16, half=half, device="cpu", verbose=False, plots=False)
         out[name] = {
             "box_map50": round(m.box.map50, 5),
             "box_map50_95": round(m.box.map, 5),

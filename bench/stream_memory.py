@@ -56,7 +56,7 @@ def main() -> None:
     model = YOLO(args.weights)
     rss, n = [], 0
     t0 = time.perf_counter()
-    for result in model.predict(str(video), stream=True, imgsz=args.imgsz, verbose=False):
+    for result in model.predict(str(video), stream=True, imgsz=args.imgsz, device="cpu", verbose=False):
         _ = result.masks.xy if result.masks is not None else None
         n += 1
         rss.append(rss_mb())
