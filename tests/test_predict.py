@@ -869,6 +869,30 @@ def test_half_on_a_cpu_with_bf16_hardware_autocasts_and_keeps_predictions(monkey
     assert (inter / union).min() > 0.95
 
 
+def test_bf16_predictor_feeds_bf16_inputs_with_the_fp32_numbers(monkeypatch):
+    """Under CPU bf16 the predictor casts the uint8 input to bf16 itself (the first convolution would cast it anyway):
+    every 0-255 value becomes what fp32 division then the cast give, and the outputs equal those from an fp32 input.
+    Test-time augmentation resamples the input first, so it keeps fp32."""
+    import yoloseg.engine.inference as inference
+
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)
+    model = _reference_model("yolo11n-seg-shapes")
+    half = Predictor(model, {"imgsz": 64, "verbose": False, "half": True})
+    image = np.arange(64 * 64 * 3, dtype=np.int64).reshape(64, 64, 3).__mod__(256).astype(np.uint8)
+    x = half.preprocess([image])
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    reference = torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float().div(255)
+    assert torch.equal(x, reference.to(torch.bfloat16))
+    assert len(torch.unique(x)) == 256
+    with torch.inference_mode():
+        (y_bf16, (p3_bf16, _)), (y_fp32, (p3_fp32, _)) = half.infer(x), half.infer(reference)
+    assert torch.equal(y_bf16, y_fp32) and torch.equal(p3_bf16, p3_fp32)
+    half.update_args({"augment": True})
+    assert half.preprocess([image]).dtype == torch.float32
+    fp32 = Predictor(model, {"imgsz": 64, "verbose": False})
+    assert fp32.preprocess([image]).dtype == torch.float32
+
+
 def test_bf16_forward_keeps_bf16_weights_and_the_autocast_numbers():
     """Under CPU bf16 autocast the forward holds its own copy with bf16 convolution weights (autocast would cast
     every fp32 weight again on each call): bit-identical outputs, the weight casts gone, the DFL projection and the

@@ -179,10 +179,15 @@ def test_half_val_on_a_bf16_cpu_stays_close_to_fp32(tmp_path, monkeypatch):
 
     fp32 = run("fp32", False)
     monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)
-    calls = []
+    calls, inputs = [], []
     monkeypatch.setattr(torch, "autocast", _spy(torch.autocast, calls))
+    forward = inference.CompiledForward.__call__
+    monkeypatch.setattr(
+        inference.CompiledForward, "__call__", lambda f, x, **kw: (inputs.append(x.dtype), forward(f, x, **kw))[1]
+    )
     bf16 = run("bf16", True)
     assert any(c == ("cpu", torch.bfloat16) for c in calls)
+    assert inputs and set(inputs) == {torch.bfloat16}  # images cast to bf16 where read (the first convolution's cast)
     assert bf16.results_dict != fp32.results_dict  # it did run in another precision ...
     for key in KEYS:  # ... at nearly the same accuracy
         assert bf16.results_dict[key] == pytest.approx(fp32.results_dict[key], abs=0.01), key

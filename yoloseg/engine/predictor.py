@@ -291,7 +291,11 @@ class Predictor:
         """uint8 0-255 (divided by 255) or float 0-1 (taken as is) -> the model's device and dtype."""
         scale = not x.is_floating_point()
         x = x.to(self.device, non_blocking=True)
-        x = x.half() if self.fp16 else x.float()
+        # under CPU bf16 the first convolution takes bf16 anyway: cast here, where the uint8 input is read, not in a
+        # second pass over a fresh fp32 copy (the same numbers: bf16 division rounds the fp32 quotient); test-time
+        # augmentation resamples the input first, so it keeps fp32
+        bf16 = self.torch_model and self.forward.bf16 and not self.args.get("augment")
+        x = x.half() if self.fp16 else x.to(torch.bfloat16) if bf16 else x.float()
         x = x.div_(255) if scale else x  # x is a fresh float copy of the integer input
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
