@@ -19,6 +19,9 @@ for d in coco128-seg shapes-ref-seg images; do
   cp -r "$shared/data/$d" .devdata/sf/data/
 done
 cp "$shared"/reference/{yolo11n-seg-coco128.pt,yolo11n-seg-shapes.pt,reference-train.md} .devdata/sf/reference/
+# the golden val metrics and predictions (JSON, 1.4 MiB) that tests/test_cuda.py compares a GPU run with
+mkdir -p .devdata/sf/reference/golden
+cp "$shared"/reference/golden/*.json .devdata/sf/reference/golden/
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --platform manylinux_2_28_x86_64 \

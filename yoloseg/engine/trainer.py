@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,10 @@ class Trainer:
                 log.info("Closing mosaic, mixup and copy-paste for the last epochs")
             tloss = self.train_one_epoch(epoch)
             self._run_callbacks("on_train_epoch_end")
-            self.scheduler.step()
+            with warnings.catch_warnings():  # AMP's scaler skips the optimizer step on overflowing gradients (the
+                # first steps, while it calibrates): torch then warns that the schedule stepped first, which is meant
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
+                self.scheduler.step()
             if self.is_main:
                 final = epoch + 1 == a["epochs"]
                 self.metrics, vloss = self.validate() if a.get("val", True) or final else (self.metrics, None)
