@@ -32,7 +32,14 @@ INCUMBENT = {
 
 
 def run(
-    seed: int, epochs: int, project: Path, workers: int, device: str, stop_after: int = 0, amp: bool | str = False
+    seed: int,
+    epochs: int,
+    project: Path,
+    workers: int,
+    device: str,
+    stop_after: int = 0,
+    amp: bool | str = False,
+    compile: bool | str = False,
 ) -> dict:
     from yoloseg import YOLO
 
@@ -47,7 +54,7 @@ def run(
     t0 = time.time()
     model.train(
         data=str(data), epochs=epochs, imgsz=256, batch=16, seed=seed, amp=amp, workers=workers, device=device,
-        project=str(project), name=f"seed{seed}", exist_ok=True, plots=False,
+        project=str(project), name=f"seed{seed}", exist_ok=True, plots=False, compile=compile,
     )  # fmt: skip
     wall = time.time() - t0
     with open(project / f"seed{seed}" / "results.csv", newline="") as f:
@@ -105,6 +112,9 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--amp", default="false", help="false (the recipe), or bf16: bf16 autocast (AMX CPU or GPU)")
     parser.add_argument(
+        "--compile", default="false", help="false (the recipe), or true / a mode: torch.compile training"
+    )
+    parser.add_argument(
         "--loader-cpus", type=int, default=0,
         help="choose the CPU loader workers as if the process could use N CPUs (e.g. 16 under a 2-CPU taskset: the "
         "worker processes that yoloseg before session 10 started there, to compare with loading in the main process)",
@@ -121,8 +131,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     project = Path(args.project or tempfile.mkdtemp(prefix="recipe-"))
     amp = False if args.amp.lower() in ("false", "fp32", "0") else args.amp
-    runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after, amp) for s in args.seeds]
+    compile = {"false": False, "0": False, "none": False, "true": True, "1": True}.get(
+        args.compile.lower(), args.compile
+    )
+    runs = [run(s, args.epochs, project, args.workers, args.device, args.stop_after, amp, compile) for s in args.seeds]
     result = {"recipe": "shapes-ref-seg yolo11n-seg imgsz256 batch16", "amp": amp, "runs": runs, "incumbent": INCUMBENT}
+    result["compile"] = compile
     result["machine"] = machine(args.device)
     result["loader_cpus"] = args.loader_cpus or None
     for key in ("box_map50", "box_map", "mask_map50", "mask_map", "s_per_epoch_median"):

@@ -248,3 +248,71 @@ def test_cpu_loader_workers_count_the_pinned_cpus(monkeypatch):
     assert torch_utils.loader_workers(2, cpu) == 2
     assert torch_utils.loader_workers(8, cpu) == 3
     assert torch_utils.loader_workers(8, torch.device("cuda", 0)) == 8
+
+
+def _fake_compile(calls: list, fail: str | None = None):
+    """A stand-in for torch.compile (which takes minutes on yoloseg's models): records what it compiled and each
+    compiled call's batch size, and runs the module itself, or fails in the forward or the backward."""
+
+    class FailingBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("backward compiler error")
+
+    def compile(module, mode=None, **kwargs):
+        calls.append(("compile", module, mode))
+
+        def run(x):
+            calls.append(("call", len(x)))
+            if fail == "forward":
+                raise RuntimeError("forward compiler error")
+            out = module(x)
+            if fail == "backward":
+                out = torch.utils._pytree.tree_map(
+                    lambda t: FailingBackward.apply(t) if isinstance(t, torch.Tensor) and t.requires_grad else t, out
+                )
+            return out
+
+        return run
+
+    return compile
+
+
+def test_compile_trains_full_batches_compiled_and_the_rest_eagerly(tiny_data, tmp_path, monkeypatch):
+    """compile=True (the incumbent's 8.4 train argument) runs the training forward through torch.compile for batches of
+    the first batch's shape; an epoch's smaller last batch runs eagerly instead of compiling again. The arithmetic is
+    the model's own: the same losses and weights as without it, and plain checkpoints."""
+    cfg = {**TINY, "batch": 3, "nbs": 3, "warmup_epochs": 0, "val": False}  # 8 images: batches of 3, 3 and 2
+    YOLO("yolo11n-seg.yaml").train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="eager", **cfg)
+    calls = []
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls))
+    model = YOLO("yolo11n-seg.yaml")
+    model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="compiled", compile=True, **cfg)
+    assert [c[0] for c in calls].count("compile") == 1 and calls[0][2] is None
+    assert isinstance(calls[0][1], torch.nn.Module)
+    assert [c[1] for c in calls if c[0] == "call"] == [3, 3, 3, 3]  # the batches of 2 ran eagerly
+    assert _metric_rows(tmp_path / "compiled" / "results.csv") == _metric_rows(tmp_path / "eager" / "results.csv")
+    ckpt = torch.load(tmp_path / "compiled" / "weights" / "last.pt", weights_only=True)
+    assert not any("_orig_mod" in k for k in ckpt["state_dict"])
+
+
+@pytest.mark.parametrize("stage", ["forward", "backward"])
+def test_compile_failure_in_training_warns_and_trains_eagerly(tiny_data, tmp_path, monkeypatch, log_messages, stage):
+    """A compiler failure, in a compiled step's forward or its backward, warns once, skips that batch and trains on
+    eagerly: the run completes with finite weights."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls, fail=stage))
+    cfg = {**TINY, "batch": 3, "nbs": 3, "warmup_epochs": 0, "val": False}
+    YOLO("yolo11n-seg.yaml").train(
+        data=str(tiny_data), epochs=2, project=str(tmp_path), name=stage, compile=True, **cfg
+    )
+    assert [c[1] for c in calls if c[0] == "call"] == [3]  # tried once, then eager
+    warned = [m for m in log_messages if "failed in training" in m]
+    assert len(warned) == 1 and f"{stage} compiler error" in warned[0]
+    ckpt = torch.load(tmp_path / stage / "weights" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [int(r["epoch"]) for r in _rows(tmp_path / stage / "results.csv")] == [1, 2]

@@ -266,7 +266,7 @@ _SECTIONS: list[tuple[str, list[Key]]] = [
                 "compile",
                 ("bool", "str"),
                 False,
-                "torch.compile the model for predict and val: true or a mode (default, reduce-overhead, max-autotune)",
+                "torch.compile the training step (train) or the model (predict, val): true or a mode name",
                 choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
             ),
             Key(

@@ -27,7 +27,7 @@ from ..utils.log import log
 from ..utils.settings import resolve_save_dir
 from ..utils.torch_utils import end_deterministic, loader_workers, seed_everything, select_device
 from . import distributed
-from .inference import cpu_bf16_supported, inference_copy
+from .inference import compile_mode, cpu_bf16_supported, inference_copy
 from .optim import ModelEMA, build_optimizer, lr_lambda, unwrap, warmup
 from .saving import make_checkpoint, plain_args, rng_state, set_rng_state, strip_checkpoint
 from .validator import Validator
@@ -243,8 +243,10 @@ class Trainer:
         loss_cls = SegmentationLoss if self.task == "segment" else DetectionLoss
         kw = {"overlap": a["overlap_mask"]} if self.task == "segment" else {}
         self.loss_fn = loss_cls(unwrap(self.model), box=a["box"], cls=a["cls"], dfl=a["dfl"], **kw)
+        # compile= is the training forward's (TrainingForward): validation, each epoch's and the final one, runs as
+        # standalone val does by default, not through a compile of its own for every new batch shape
         self.validator = Validator(
-            {**a, "conf": None, "plots": False}, self.save_dir, self.names, self.task, self.callbacks
+            {**a, "conf": None, "plots": False, "compile": False}, self.save_dir, self.names, self.task, self.callbacks
         )
 
     def _restore(self) -> None:
@@ -281,6 +283,7 @@ class Trainer:
         if self.rank != -1 and distributed.world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = TrainingForward(self.model, a.get("compile"))
         self.bad_epochs = 0
         self._restore()
         if self.is_main:
@@ -353,14 +356,25 @@ class Trainer:
             batch = batch.to(self.device, non_blocking=True)
             layout = torch.channels_last if self.channels_last else torch.preserve_format
             images = batch.images.to(torch.float32, memory_format=layout, copy=True).div_(255)  # one copy, one pass
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                loss, items = self.loss_fn(self.model(images), batch)
-            if not torch.isfinite(loss):
+            compiled = self.forward.compiles(images)
+            try:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                    loss, items = self.loss_fn(self.forward(images), batch)
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    self.scaler.scale(loss).backward()
+            except Exception as e:
+                if not compiled:
+                    raise
+                self.forward.disable(e)  # torch.compile failed (forward or backward): this batch is skipped
+                self.optimizer.zero_grad()
+                pending = False
+                continue
+            if not finite:
                 self._non_finite(i, epoch)  # also drops the gradients accumulated so far
                 pending = False
                 continue
             self.bad_steps = 0
-            self.scaler.scale(loss).backward()
             pending = True
             if ni - last_step >= self.accumulate:
                 self.optimizer_step()
@@ -516,3 +530,40 @@ class Trainer:
             plot_batch(batch, self.names, self.save_dir / f"train_batch{ni}.jpg")
         except ImportError:
             pass
+
+
+class TrainingForward:
+    """The training forward of `model` (the module the trainer steps, DDP-wrapped or not), through torch.compile when
+    `compile` asks for it (True or a mode name; the incumbent's 8.4 `compile` train argument).
+
+    Only batches of the shape of the first one run compiled: another shape (an epoch's smaller last batch, the sizes
+    of multi_scale) runs eagerly rather than compiling again (yolo11n-seg's forward and backward took 70-140 s to
+    compile on 2 CPU cores; they then ran 13% faster alone at batch 16 and 256 px, but the shapes recipe's epochs, with
+    their loss, optimizer and loading, took as long as eager ones: bench/results/train-compile-ab-*). A compiler
+    failure, in the forward or in the backward of a compiled step, warns once and leaves training eager (`disable`);
+    the model, its EMA and its checkpoints are the plain module's throughout.
+    """
+
+    def __init__(self, model: nn.Module, compile: Any = None):
+        self.model, self.mode = model, compile_mode(compile)
+        self.compiled = None
+        if self.mode is not None:
+            self.compiled = torch.compile(model, mode=None if self.mode == "default" else self.mode)
+        self.shape: tuple[int, ...] | None = None
+
+    def compiles(self, images: torch.Tensor) -> bool:
+        """Whether a forward of `images` runs compiled (the first batch fixes the compiled shape)."""
+        if self.compiled is None:
+            return False
+        if self.shape is None:
+            self.shape = tuple(images.shape)
+        return tuple(images.shape) == self.shape
+
+    def __call__(self, images: torch.Tensor) -> Any:
+        return self.compiled(images) if self.compiles(images) else self.model(images)
+
+    def disable(self, error: BaseException) -> None:
+        log.warning(
+            f"WARNING: compile={self.mode!r} failed in training ({type(error).__name__}: {error}); training eagerly"
+        )
+        self.compiled = None
