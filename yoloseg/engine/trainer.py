@@ -366,6 +366,10 @@ class Trainer:
             except Exception as e:
                 if not compiled:
                     raise
+                if isinstance(self.model, nn.parallel.DistributedDataParallel):  # a rank that skipped a batch alone
+                    raise RuntimeError(
+                        f"compile={a['compile']!r} failed in DDP training; train with compile=False"
+                    ) from e
                 self.forward.disable(e)  # torch.compile failed (forward or backward): this batch is skipped
                 self.optimizer.zero_grad()
                 pending = False
@@ -540,8 +544,9 @@ class TrainingForward:
     of multi_scale) runs eagerly rather than compiling again (yolo11n-seg's forward and backward took 70-140 s to
     compile on 2 CPU cores; they then ran 13% faster alone at batch 16 and 256 px, but the shapes recipe's epochs, with
     their loss, optimizer and loading, took as long as eager ones: bench/results/train-compile-ab-*). A compiler
-    failure, in the forward or in the backward of a compiled step, warns once and leaves training eager (`disable`);
-    the model, its EMA and its checkpoints are the plain module's throughout.
+    failure, in the forward or in the backward of a compiled step, warns once and leaves training eager (`disable`;
+    under DDP it stops training instead: the other ranks would wait on that batch's gradients); the model, its EMA
+    and its checkpoints are the plain module's throughout.
     """
 
     def __init__(self, model: nn.Module, compile: Any = None):
