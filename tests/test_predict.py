@@ -1090,6 +1090,64 @@ def test_deferred_prototypes_give_the_full_forwards_masks(monkeypatch):
     assert len(predictor.predict(images[0])[0]) and len(proto_calls) == 1
 
 
+def test_prototypes_of_detections_far_apart_run_on_separate_windows(monkeypatch):
+    """An image whose detections lie far apart runs the prototypes on a window per group of nearby detections, not on
+    one window over all of them: the masks stay bit-identical to the full forward's, and less of the map is run."""
+    import yoloseg.engine.predictor as predictor_module
+    from yoloseg.nn.blocks import Proto
+
+    model = _reference_model("yolo11n-seg-shapes")
+    image = cv2.imread(str(sorted(shared_path("data", "shapes-ref-seg/images/val").glob("*.jpg"))[0]))
+    wide = np.concatenate([image, np.full((256, 1024, 3), 114, np.uint8), image], 1)  # objects at both ends
+    calls, proto_forward = [], Proto.forward
+    monkeypatch.setattr(Proto, "forward", lambda self, x: calls.append(tuple(x.shape[2:])) or proto_forward(self, x))
+    args = {"imgsz": 1536, "verbose": False, "jit": False}
+    deferred = Predictor(model, args).predict(wide)[0]
+    split, calls[:] = list(calls), []
+    monkeypatch.setattr(predictor_module, "defer_head", lambda m: None)
+    full = Predictor(model, args).predict(wide)[0]
+    calls = [c for c in calls if c != (8, 8)]  # the 64 x 64 probe that lays out the fused blocks' weights
+    assert len(full) >= 4 and calls == [(32, 192)]  # the full forward: the whole P3 map
+    assert len(split) >= 2 and sum(h * w for h, w in split) < 32 * 192 / 2
+    assert torch.equal(deferred.boxes.xyxy, full.boxes.xyxy) and torch.equal(deferred.masks.data, full.masks.data)
+
+
+def test_mask_regions_are_each_boxs_mask_region_and_unite_to_theirs():
+    from yoloseg.engine.deferred import mask_regions
+
+    generator = torch.Generator().manual_seed(0)
+    for k in range(300):
+        xy = torch.rand(1 + k % 5, 2, generator=generator) * torch.tensor([700.0, 500.0]) - 30  # some off the image
+        boxes = torch.cat((xy, xy + torch.rand(len(xy), 2, generator=generator) * (200 if k % 2 else 5)), 1)
+        regions = mask_regions(boxes, (480, 640), (120, 160))
+        assert regions == [mask_region(b[None], (480, 640), (120, 160)) for b in boxes]
+        union = tuple(f(r[i] for r in regions) for i, f in enumerate((min, max, min, max)))
+        assert union == mask_region(boxes, (480, 640), (120, 160))
+    boxes[0, 0] = float("nan")
+    assert set(mask_regions(boxes, (480, 640), (120, 160))) == {(0, 120, 0, 160)}
+
+
+def test_windows_of_regions_merge_only_where_one_costs_no_more():
+    """Regions far apart keep their own windows, regions close together share one, and every region lies in the valid
+    part (inside the ring) of a window."""
+    from yoloseg.engine.deferred import WINDOW_CALL_PIXELS, _windows
+
+    far = _windows([(2, 6, 2, 6), (50, 54, 150, 154)], 3, 2, (32, 96), 0)  # output regions, maps 2x the input
+    assert len(far) == 2
+    near = _windows([(2, 6, 2, 6), (8, 12, 10, 14)], 3, 2, (32, 96), 0)
+    assert len(near) == 1
+    many = _windows([(4 * k, 4 * k + 2, 4 * k, 4 * k + 2) for k in range(6)], 3, 2, (32, 96), 0)
+    assert len(many) == 1  # a chain of neighbours: merged one by one
+    for regions, windows in ((far, [(2, 6, 2, 6), (50, 54, 150, 154)]), (near, [(2, 6, 2, 6), (8, 12, 10, 14)])):
+        for r0, r1, c0, c1 in windows:
+            assert any(2 * y0 + 3 * (y0 > 0) <= r0 and r1 <= 2 * y1 - 3 * (y1 < 32) and
+                       2 * x0 + 3 * (x0 > 0) <= c0 and c1 <= 2 * x1 - 3 * (x1 < 96)
+                       for y0, y1, x0, x1 in regions)  # fmt: skip
+    apart = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in far)
+    joined = _windows([(2, 54, 2, 154)], 3, 2, (32, 96), 0)[0]
+    assert apart + WINDOW_CALL_PIXELS < (joined[1] - joined[0]) * (joined[3] - joined[2])
+
+
 def test_windows_grow_past_the_native_kernels_size_on_the_step_grid():
     """A window that would hold too few values for oneDNN grows along its shorter side, in steps of WINDOW_STEP, until
     it spans min_area pixels (or the whole map), still holds its region and stays within the map."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,10 @@ WINDOW_STEP = 8
 # beyond one, would span its maps runs whole, in one call (12 windows of 24x24 on 32x32 maps of the box branch took
 # 16.5 ms, the 12 maps in one call 15.5 ms).
 WINDOW_CALL_PIXELS = 512
+# An image with at most this many detections runs their prototypes on a window per detection, windows merged where
+# one over both costs no more (`_windows`); with more, one window over all their masks (a dense scene gains nothing
+# from splitting, and the merging grows with the square of the count).
+MAX_SPLIT = 8
 # The box branch (cv2: two 3x3 convolutions, then a 1x1) changes this many pixels along a window edge inside the map.
 BOX_RING = 2
 # Anchors whose best class logit is below logit(conf) by more than this cannot pass NMS's conf test: their boxes are
@@ -175,22 +180,24 @@ class DeferredBranches:
         the region the masks of its detections read (all of it when the masks are not cropped to their boxes) and
         zeros elsewhere; None when no image has detections."""
         out_hw = (2 * feats.shape[2], 2 * feats.shape[3])
-        regions = [
-            None if not len(pred) else mask_region(pred[:, :4], shape, out_hw) if crop else (0, out_hw[0], 0, out_hw[1])
-            for pred in preds
-        ]
+        regions: list = []
+        for pred in preds:
+            if not len(pred) or not crop:
+                regions.append(None if not len(pred) else (0, out_hw[0], 0, out_hw[1]))
+            elif len(pred) > MAX_SPLIT:
+                regions.append(mask_region(pred[:, :4], shape, out_hw))
+            else:  # a region per detection: two small objects far apart need not compute the map between them
+                regions.append(mask_regions(pred[:, :4], shape, out_hw))
         return self.run(f"{self.name}.proto", feats, regions, Proto.RING, 2)
 
-    def run(
-        self, name: str, x: torch.Tensor, regions: list[tuple[int, int, int, int] | None], ring: int, scale: int
-    ) -> torch.Tensor | None:
+    def run(self, name: str, x: torch.Tensor, regions: list, ring: int, scale: int) -> torch.Tensor | None:
         """Submodule `name` of the model (a deferred branch) run on `x` (B, c, h, w) so that, per image, its outputs
-        in `regions[i]` ((r0, r1, c0, c1) output pixels, output = `scale` x input; None: none wanted) hold the full
-        forward's values: on a window of the input, or on the image's whole micro-batch where a window would take
-        another convolution kernel (NATIVE_CONV_MAX_VALUES) or one call over the maps costs less than the micro-batch's
-        windows (WINDOW_CALL_PIXELS). `ring`: output pixels along an inner window edge that
-        zero padding changes. Returns (B, c_out, scale*h, scale*w), zeros outside what was computed; None if nothing
-        was wanted."""
+        in `regions[i]` ((r0, r1, c0, c1) output pixels, output = `scale` x input, or a list of such regions; None:
+        none wanted) hold the full forward's values: on windows of the input (`_windows`), or on the image's whole
+        micro-batch where a window would take another convolution kernel (NATIVE_CONV_MAX_VALUES) or one call over
+        the maps costs less than the micro-batch's windows (WINDOW_CALL_PIXELS). `ring`: output pixels along an inner
+        window edge that zero padding changes. Returns (B, c_out, scale*h, scale*w), zeros outside what was computed;
+        None if nothing was wanted."""
         t = time.perf_counter()
         batch, _, h, w = x.shape
         if name not in self._channels:  # the fewest input channels of its convolutions: PyTorch's kernel choice
@@ -200,24 +207,22 @@ class DeferredBranches:
         channels = self._channels[name]
         min_area = NATIVE_CONV_MAX_VALUES // channels + 1  # a smaller window would take the native kernel
         step = self.micro_batch
-        chunks: dict[int, dict[int, tuple[int, int, int, int]]] = {}  # micro-batch -> image -> its window
+        chunks: dict[int, list[tuple[int, tuple[int, int, int, int]]]] = {}  # micro-batch -> (image, window)s
         whole: set[int] = set()  # micro-batches to run whole
         for i, region in enumerate(regions):
             if region is None:
                 continue
-            y0, y1, x0, x1 = window = input_window(region, ring, scale, (h, w), min_area)
             k = i // step
-            if (
-                (y1 - y0) * (x1 - x0) < min_area
-                or (min(step, batch - k * step) == 1 and h * w < min_area)  # alone in its micro-batch: native kernel
-                or (y1 - y0, x1 - x0) == (h, w)
+            windows = _windows(region if isinstance(region, list) else [region], ring, scale, (h, w), min_area)
+            if (min(step, batch - k * step) == 1 and h * w < min_area) or any(  # alone in its micro-batch: native
+                (y1 - y0) * (x1 - x0) < min_area or (y1 - y0, x1 - x0) == (h, w) for y0, y1, x0, x1 in windows
             ):
                 whole.add(k)
-            chunks.setdefault(k, {})[i] = window
+            chunks.setdefault(k, []).extend((i, window) for window in windows)
         out: torch.Tensor | None = None
         for k, windows in chunks.items():
             chunk = slice(k * step, min((k + 1) * step, batch))
-            area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows.values())
+            area = sum(_area(window) for _, window in windows)
             area += (len(windows) - 1) * WINDOW_CALL_PIXELS  # the calls beyond the one a whole run makes
             if k in whole or area >= (chunk.stop - chunk.start) * h * w:  # one call over the maps costs less
                 part = self.forward.run_module(name, x[chunk])
@@ -225,7 +230,7 @@ class DeferredBranches:
                     out = part.new_zeros((batch, *part.shape[1:]))
                 out[chunk] = part
                 continue
-            for i, (y0, y1, x0, x1) in windows.items():
+            for i, (y0, y1, x0, x1) in windows:  # overlapping windows write the same values twice
                 part = self.forward.run_module(name, x[i : i + 1, :, y0:y1, x0:x1])
                 if out is None:
                     out = part.new_zeros((batch, part.shape[1], scale * h, scale * w))
@@ -237,6 +242,49 @@ class DeferredBranches:
                 ]
         self.seconds += time.perf_counter() - t
         return out
+
+
+def _area(window: tuple[int, int, int, int]) -> int:
+    return (window[1] - window[0]) * (window[3] - window[2])
+
+
+def _windows(
+    regions: list[tuple[int, int, int, int]], ring: int, scale: int, hw: tuple[int, int], min_area: int
+) -> list[tuple[int, int, int, int]]:
+    """The input windows (see input_window) for output `regions` of one image: the regions, largest window first,
+    each joined to the first group whose window grows by no more than its own window and a call's cost
+    (WINDOW_CALL_PIXELS), grown groups joined alike; one window over all where that spans no more than the groups'
+    windows and their calls."""
+    if len(regions) == 1:
+        return [input_window(regions[0], ring, scale, hw, min_area)]
+    groups: list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = []  # (region, window)
+    pending = [(r, input_window(r, ring, scale, hw, min_area)) for r in regions]
+    pending.sort(key=lambda rw: -_area(rw[1]))
+    while pending:
+        region, window = pending.pop(0)
+        for k, (group, group_window) in enumerate(groups):
+            joined = _bounding([group, region])
+            joined_window = input_window(joined, ring, scale, hw, min_area)
+            if _area(joined_window) <= _area(group_window) + _area(window) + WINDOW_CALL_PIXELS:
+                del groups[k]
+                pending.insert(0, (joined, joined_window))  # the grown group may now take in another
+                break
+        else:
+            groups.append((region, window))
+    whole = input_window(_bounding(regions), ring, scale, hw, min_area)
+    if _area(whole) <= sum(_area(w) for _, w in groups) + (len(groups) - 1) * WINDOW_CALL_PIXELS:
+        return [whole]
+    return [window for _, window in groups]
+
+
+def _bounding(regions: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """The smallest (r0, r1, c0, c1) holding all of `regions`."""
+    return (
+        min(r[0] for r in regions),
+        max(r[1] for r in regions),
+        min(r[2] for r in regions),
+        max(r[3] for r in regions),
+    )
 
 
 def _extent(rows: torch.Tensor, cols: torch.Tensor) -> tuple[int, int, int, int] | None:
@@ -259,6 +307,22 @@ def mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int
         p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
         region += [min(max(p0, 0), f), min(max(p1, 0), f)]
     return tuple(region)
+
+
+def mask_regions(
+    boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
+    """`mask_region` of each of `boxes` (N, 4) on its own, in one pass (the same arithmetic, in float64)."""
+    if not bool(torch.isfinite(boxes).all()):
+        return [(0, proto_hw[0], 0, proto_hw[1])] * len(boxes)
+    b = boxes.detach().cpu().double().numpy()
+    cols = []
+    for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y (box columns 1 and 3), then x (0 and 2)
+        per_proto = size / f
+        p0 = np.floor(b[:, 1 - axis] / per_proto) - MASK_READ_MARGIN
+        p1 = np.ceil(b[:, 3 - axis] / per_proto) + MASK_READ_MARGIN
+        cols += [np.clip(p0, 0, f), np.clip(p1, 0, f)]
+    return [tuple(int(v) for v in row) for row in np.stack(cols, 1)]
 
 
 def input_window(
