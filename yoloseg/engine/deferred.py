@@ -6,8 +6,8 @@ on AVX-512 PyTorch's sigmoid rounds the scalar tail of a tensor apart from its v
 - the box branch (cv2, ~11% of yolo11n-seg's forward at 640x480) only around the anchors whose best class logit may
   pass `conf`, and decodes only those anchors (`complete_boxes`);
 - the mask coefficients (cv4, ~5%) only around the anchors NMS keeps whose masks are computed (`complete_coeffs`);
-- the prototypes (~19%) only over the region the kept detections' masks read, none for a frame without detections
-  (`protos_for`).
+- the prototypes (~19%) only over the region the kept detections' masks read, on a window per group of nearby
+  detections (`_windows`), none for a frame without detections (`protos_for`).
 
 Each runs on a window of its input (`run`) that holds the wanted outputs outside the ring that zero padding changes
 at an inner window edge. PyTorch sends a batch-1 convolution whose input holds at most NATIVE_CONV_MAX_VALUES values
