@@ -182,8 +182,10 @@ class DeferredBranches:
         out_hw = (2 * feats.shape[2], 2 * feats.shape[3])
         regions: list = []
         for pred in preds:
-            if not len(pred) or not crop:
-                regions.append(None if not len(pred) else (0, out_hw[0], 0, out_hw[1]))
+            if not len(pred):
+                regions.append(None)
+            elif not crop:
+                regions.append((0, out_hw[0], 0, out_hw[1]))
             elif len(pred) > MAX_SPLIT:
                 regions.append(mask_region(pred[:, :4], shape, out_hw))
             else:  # a region per detection: two small objects far apart need not compute the map between them

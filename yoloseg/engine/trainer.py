@@ -356,10 +356,10 @@ class Trainer:
             batch = batch.to(self.device, non_blocking=True)
             layout = torch.channels_last if self.channels_last else torch.preserve_format
             images = batch.images.to(torch.float32, memory_format=layout, copy=True).div_(255)  # one copy, one pass
-            compiled = self.forward.compiles(images)
+            forward, compiled = self.forward.pick(images)
             try:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                    loss, items = self.loss_fn(self.forward(images), batch)
+                    loss, items = self.loss_fn(forward(images), batch)
                 finite = bool(torch.isfinite(loss))
                 if finite:
                     self.scaler.scale(loss).backward()
@@ -556,16 +556,13 @@ class TrainingForward:
             self.compiled = torch.compile(model, mode=None if self.mode == "default" else self.mode)
         self.shape: tuple[int, ...] | None = None
 
-    def compiles(self, images: torch.Tensor) -> bool:
-        """Whether a forward of `images` runs compiled (the first batch fixes the compiled shape)."""
+    def pick(self, images: torch.Tensor) -> tuple[Callable, bool]:
+        """The forward for `images` and whether it is the compiled one (the first batch fixes the compiled shape)."""
         if self.compiled is None:
-            return False
+            return self.model, False
         if self.shape is None:
             self.shape = tuple(images.shape)
-        return tuple(images.shape) == self.shape
-
-    def __call__(self, images: torch.Tensor) -> Any:
-        return self.compiled(images) if self.compiles(images) else self.model(images)
+        return (self.compiled, True) if tuple(images.shape) == self.shape else (self.model, False)
 
     def disable(self, error: BaseException) -> None:
         log.warning(
