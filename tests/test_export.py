@@ -339,6 +339,60 @@ os.kill(os.getpid(), signal.SIGUSR1)
     assert run.returncode == 0 and "handled" in run.stdout, f"rc {run.returncode}: {run.stderr[-500:]}"
 
 
+@needs_openvino
+def test_openvino_half_runs_bf16_where_pytorch_would(model, images, export_dir, monkeypatch, log_messages):
+    """predict's half=True sets OpenVINO's bf16 inference precision on a CPU with bf16 hardware (where PyTorch's
+    half=True autocasts to bf16), half=False puts back the precision the backend was opened with (fp32), and a CPU
+    without bf16 hardware keeps fp32 with a warning; each precision's compiled models are kept for switching back."""
+    import openvino as ov
+
+    import yoloseg.engine.inference as inference
+    from yoloseg.engine.predictor import Predictor
+
+    path = _export(model, export_dir, "static", format="openvino", imgsz=list(RUN_SIZE))
+    backend = load_backend(path)
+    fp32, _ = backend(images)
+    hardware_bf16 = inference.cpu_bf16_supported()
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)
+    Predictor(backend, {"imgsz": list(RUN_SIZE), "half": True, "verbose": False})
+    assert backend.config["INFERENCE_PRECISION_HINT"] == "bf16" and backend.compiled is None
+    y, _ = backend(images)
+    if hardware_bf16:  # really run in bf16: close to fp32, not equal
+        assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+        error = ((y - fp32).abs().max() / fp32.abs().max()).item()
+        assert 1e-5 < error < 0.05, error
+    bf16_compiled = backend.compiled
+    Predictor(backend, {"imgsz": list(RUN_SIZE), "half": False, "verbose": False})
+    assert backend.config == backend.opened_config and backend.config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert torch.equal(backend(images)[0], fp32)
+    Predictor(backend, {"imgsz": list(RUN_SIZE), "half": True, "verbose": False})
+    assert backend.compiled is bf16_compiled  # switching back compiles nothing again
+    Predictor(backend, {"imgsz": list(RUN_SIZE), "half": False, "verbose": False})
+    monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: False)
+    Predictor(backend, {"imgsz": list(RUN_SIZE), "half": True, "verbose": False})
+    assert backend.config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert any("no bf16 hardware" in m for m in log_messages)
+
+
+@needs_openvino
+def test_openvino_val_half_runs_bf16_with_the_fp32_accuracy(model, export_dir, monkeypatch):
+    """val(half=True) on an OpenVINO model runs it in bf16 on bf16 hardware, with the fp32 mAPs within 0.02."""
+    import yoloseg.engine.inference as inference
+    from yoloseg.model import YOLO
+
+    data = shared_path("data", "shapes-ref-seg", "data.yaml")
+    if not inference.cpu_bf16_supported():
+        monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: True)  # the setting is checked, bf16 emulated
+    path = _export(model, export_dir, "square", format="openvino", imgsz=128)
+    yolo = YOLO(str(path))
+    full = yolo.val(data=str(data), batch=1, plots=False, verbose=False)
+    assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "f32"
+    half = yolo.val(data=str(data), batch=1, half=True, plots=False, verbose=False)
+    assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert full.seg.map > 0.2  # the trained checkpoint finds the shapes at 128 (0.256)
+    assert abs(half.seg.map - full.seg.map) < 0.02 and abs(half.box.map - full.box.map) < 0.02
+
+
 def test_unsupported_formats_are_clear(model, tmp_path):
     for fmt in ("engine", "tflite", "coreml", "ncnn"):
         with pytest.raises(ValueError, match="supported formats are onnx, torchscript, openvino"):

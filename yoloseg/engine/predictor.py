@@ -108,6 +108,8 @@ class Predictor:
             self.branches = None
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
+            if hasattr(model, "set_precision"):  # OpenVINO: half=True runs bf16 on bf16 hardware, like PyTorch
+                model.set_precision(inference_precision(self.args.get("half"), self.device))
             self.fp16 = bool(getattr(model, "fp16", False))
             self.pt = bool(getattr(model, "pt", False))
             self.dynamic = bool(getattr(model, "dynamic", False))

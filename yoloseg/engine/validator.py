@@ -60,6 +60,8 @@ def run_validation(runner: Any, args: dict[str, Any], callbacks: dict[str, list[
         names = model.names
     else:
         model = runner
+        if hasattr(runner, "set_precision"):  # OpenVINO: half=True runs bf16 on bf16 hardware, like PyTorch
+            runner.set_precision(inference_precision(args.get("half"), runner.device))
         stride = int(max(getattr(runner, "stride", 32), 32))
         dynamic = bool(getattr(runner, "dynamic", False))
         imgsz = args["imgsz"] if dynamic else max(getattr(runner, "imgsz", (args["imgsz"],) * 2))

@@ -99,6 +99,10 @@ class Backend:
         """(b, 3, h, w) at the backend's expected batch/size -> the raw outputs."""
         raise NotImplementedError
 
+    def set_precision(self, precision: str) -> None:
+        """The precision predict / val's `half=` asks for ('fp32', 'bf16' or 'fp16', from inference_precision).
+        Only OpenVINO chooses at run time; the others run the precision their file was exported in."""
+
     def __call__(self, im: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if im.ndim != 4:
             raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(im.shape)}")
@@ -261,6 +265,8 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = OV_PRECISIONS[ov_precision]
         super().__init__(xml, metadata, torch.device("cpu"), False)
         self.core, self.config, self.ov_model = core, config, model
+        self.opened_config = dict(config)  # what set_precision('fp32') returns to
+        self.set_aside: dict[frozenset, tuple[Any, dict]] = {}  # another precision's compiled models (set_precision)
         self.by_shape: dict[tuple[int, ...], Any] = {}
         shape = model.inputs[0].get_partial_shape()
         if shape.is_static:
@@ -303,6 +309,18 @@ class OpenVINOBackend(Backend):
             self._compiled_for((self.batch, *shape[1:]))
         except _ReshapeFailed:
             pass  # warned; the run pads instead
+
+    def set_precision(self, precision: str) -> None:
+        """'bf16' (half=True on a CPU with bf16 hardware, as PyTorch runs it) sets the bf16 inference precision hint;
+        'fp32' / 'fp16' keep the precision this backend was opened with (fp16 has no CPU plugin path here). The
+        models compiled for the other precision are kept aside, so switching back and forth compiles nothing again."""
+        config = dict(self.opened_config)
+        if precision == "bf16":
+            config["INFERENCE_PRECISION_HINT"] = "bf16"
+        if config != self.config:
+            self.set_aside[frozenset(self.config.items())] = (self.compiled, self.by_shape)
+            self.compiled, self.by_shape = self.set_aside.pop(frozenset(config.items()), (None, {}))
+            self.config = config
 
     def _declared_compiled(self) -> Any:
         if self.compiled is None:

@@ -126,6 +126,7 @@ def benchmark(
                 args = {"format": fmt, "imgsz": imgsz, "half": half, "int8": int8, "device": device, "data": data}
                 file = export_model(yolo.model, args, save_dir / f"{stem}.pt")  # beside the log, not the weights
                 runner = load_backend(file, device=dev)
+                runner.set_precision(inference_precision(half, runner.device, warn=False))  # as val below runs it
                 exported = YOLO(str(file), task=task)
             row["format"] = fmt
             row["size_mb"] = file_size_mb(file) if file is not None and file.exists() else None
