@@ -21,6 +21,7 @@ BENCHES = {
     "loader": ["loader_throughput.py"],
     "train_epoch": ["train_epoch.py"],
     "stream_memory": ["stream_memory.py"],
+    "openvino_precision": ["openvino_precision.py"],
 }
 
 

@@ -393,6 +393,31 @@ def test_openvino_val_half_runs_bf16_with_the_fp32_accuracy(model, export_dir, m
     assert abs(half.seg.map - full.seg.map) < 0.02 and abs(half.box.map - full.box.map) < 0.02
 
 
+@needs_openvino
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed (pip install 'yoloseg[int8]')")
+def test_openvino_int8_quantizes_with_the_accuracy_close(model, export_dir):
+    """int8=True calibrates on the dataset's val images and writes an IR whose convolutions take int8-quantised inputs
+    (FakeQuantize in front of them), that says int8 in its metadata, and whose mAPs stay within 0.05 of fp32."""
+    import yaml
+
+    from yoloseg.export.backends import openvino_core
+    from yoloseg.model import YOLO
+
+    data = str(shared_path("data", "shapes-ref-seg", "data.yaml"))
+    full = _export(model, export_dir, "square", format="openvino", imgsz=128)
+    path = _export(model, export_dir, "int8", format="openvino", imgsz=128, int8=True, data=data)
+    types = [op.get_type_name() for op in openvino_core().read_model(str(path / "int8.xml")).get_ops()]
+    assert types.count("FakeQuantize") > types.count("Convolution") // 2 > 30
+    assert "FakeQuantize" not in [
+        op.get_type_name() for op in openvino_core().read_model(str(full / "square.xml")).get_ops()
+    ]
+    assert yaml.safe_load((path / "metadata.yaml").read_text())["int8"] is True
+    reference = YOLO(str(full)).val(data=data, batch=1, plots=False, verbose=False)
+    quantised = YOLO(str(path)).val(data=data, batch=1, plots=False, verbose=False)
+    assert abs(quantised.seg.map - reference.seg.map) < 0.05 and abs(quantised.box.map - reference.box.map) < 0.05
+    assert quantised.seg.map != reference.seg.map  # really another model
+
+
 def test_unsupported_formats_are_clear(model, tmp_path):
     for fmt in ("engine", "tflite", "coreml", "ncnn"):
         with pytest.raises(ValueError, match="supported formats are onnx, torchscript, openvino"):
