@@ -418,6 +418,43 @@ def test_openvino_int8_quantizes_with_the_accuracy_close(model, export_dir):
     assert quantised.seg.map != reference.seg.map  # really another model
 
 
+@needs_openvino
+def test_openvino_int8_calibration_data_is_checked_before_any_work(model, tmp_path, monkeypatch):
+    """A missing data= or a dataset without enough val images fails at once, naming the fix, and writes nothing;
+    calibration batches are the val images letterboxed as predict letterboxes them, read one batch at a time."""
+    import yoloseg.export.openvino as ov_export
+    from yoloseg.data.augment.letterbox import letterbox
+
+    real_find_spec = importlib.util.find_spec  # nncf need not be installed: the checks come before it is used
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: real_find_spec("os") if name == "nncf" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(ov_export, "export_onnx", lambda *a, **k: pytest.fail("exported before checking data="))
+    with pytest.raises(ValueError, match="pass data=<dataset.yaml>"):
+        export_model(model, {"format": "openvino", "int8": True}, tmp_path / "m.pt")
+    data = tmp_path / "tiny"
+    for split in ("train", "val"):
+        (data / "images" / split).mkdir(parents=True)
+        (data / "labels" / split).mkdir(parents=True)
+    sizes = [(50, 80), (90, 40)]
+    for i, (h, w) in enumerate(sizes):
+        for split in ("train", "val"):
+            cv2.imwrite(str(data / "images" / split / f"{i}.png"), np.full((h, w, 3), (10 * i, 100, 200), np.uint8))
+    (data / "data.yaml").write_text(f"path: {data}\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    with pytest.raises(ValueError, match="2 calibration images .* fewer than batch=4"):
+        export_model(
+            model, {"format": "openvino", "int8": True, "data": str(data / "data.yaml"), "batch": 4}, tmp_path / "m.pt"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    groups = ov_export.calibration_groups(str(data / "data.yaml"), batch=1)
+    assert [len(g) for g in groups] == [1, 1]
+    batch = ov_export.calibration_batch(groups[0], (64, 64))
+    expected = letterbox(cv2.imread(str(groups[0][0])), (64, 64))[0][..., ::-1].transpose(2, 0, 1) / 255
+    assert batch.shape == (1, 3, 64, 64) and batch.dtype == np.float32 and np.allclose(batch[0], expected)
+
+
 def test_unsupported_formats_are_clear(model, tmp_path):
     for fmt in ("engine", "tflite", "coreml", "ncnn"):
         with pytest.raises(ValueError, match="supported formats are onnx, torchscript, openvino"):

@@ -13,6 +13,7 @@ pixels than the 640x640 square), compiling once per shape.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import replace
 from pathlib import Path
@@ -31,53 +32,43 @@ from .onnx import export_onnx
 MAX_CALIBRATION_IMAGES = 300
 
 
-def letterbox(image: np.ndarray, shape: tuple[int, int], color: int = 114) -> np.ndarray:
-    """Resize (H, W, 3) keeping the aspect ratio (up or down) and centre it on a `shape` canvas of `color`."""
-    import cv2
-
-    h0, w0 = image.shape[:2]
-    gain = min(shape[0] / h0, shape[1] / w0)
-    h, w = max(round(h0 * gain), 1), max(round(w0 * gain), 1)
-    if (h, w) != (h0, w0):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    top, left = round((shape[0] - h) / 2 - 0.1), round((shape[1] - w) / 2 - 0.1)
-    canvas = np.full((shape[0], shape[1], 3), color, dtype=np.uint8)
-    canvas[top : top + h, left : left + w] = image
-    return canvas
-
-
-def calibration_batches(
-    data: str | None, imgsz: tuple[int, int], batch: int, fraction: float = 1.0
-) -> list[np.ndarray]:
-    """Val-split images of dataset `data` as float32 (batch, 3, H, W) RGB arrays in [0, 1] (at most 300 images)."""
+def calibration_groups(data: str | None, batch: int, fraction: float = 1.0) -> list[list[Path]]:
+    """The val-split image files of dataset `data` in groups of `batch` (at most 300 images); checked before any export
+    work, so a missing dataset or too few images fail at once."""
     if not data:
         raise ValueError("int8=True needs calibration images: pass data=<dataset.yaml>, e.g. data=coco8-seg.yaml")
     from ..data.dataset_yaml import check_dataset
-    from ..data.images import imread, list_images
+    from ..data.images import list_images
 
     files = list_images(check_dataset(data)["val"])
     files = files[: max(1, min(MAX_CALIBRATION_IMAGES, round(len(files) * fraction)))]
     if len(files) < batch:
         raise ValueError(f"int8=True: {len(files)} calibration images in {data}, fewer than batch={batch}")
-    images = [letterbox(imread(f), imgsz)[..., ::-1].transpose(2, 0, 1) for f in files]  # BGR HWC -> RGB CHW
-    stacked = np.ascontiguousarray(np.stack(images)).astype(np.float32) / 255.0
-    n = len(stacked) // batch * batch
-    return [stacked[i : i + batch] for i in range(0, n, batch)]
+    n = len(files) // batch * batch
+    return [files[i : i + batch] for i in range(0, n, batch)]
 
 
-def quantize_int8(ov_model: Any, cfg: ExportConfig) -> Any:
-    """NNCF post-training quantisation; the box decoding / sigmoid ops of the head stay in float."""
-    if importlib.util.find_spec("nncf") is None:
-        raise ImportError("OpenVINO int8=True needs NNCF for the post-training quantisation: pip install nncf")
+def calibration_batch(files: list[Path], imgsz: tuple[int, int]) -> np.ndarray:
+    """Images letterboxed to imgsz as predict does (centred, grey 114) -> float32 (batch, 3, H, W) RGB in [0, 1]. Read
+    one group at a time as NNCF asks for it, so calibrating holds one batch of images, not all of them."""
+    from ..data.augment.letterbox import letterbox
+    from ..data.images import imread
+
+    images = [letterbox(imread(f), imgsz)[0][..., ::-1].transpose(2, 0, 1) for f in files]  # BGR HWC -> RGB CHW
+    return np.ascontiguousarray(np.stack(images), dtype=np.float32) / 255.0
+
+
+def quantize_int8(ov_model: Any, cfg: ExportConfig, groups: list[list[Path]]) -> Any:
+    """NNCF post-training quantisation on the image `groups`; the box decoding / sigmoid ops of the head stay in
+    float."""
     import nncf
 
-    batches = calibration_batches(cfg.data, cfg.imgsz, cfg.batch, cfg.fraction)
-    log.info(f"OpenVINO: int8 calibration on {sum(len(b) for b in batches)} images from {cfg.data}")
+    log.info(f"OpenVINO: int8 calibration on {sum(len(g) for g in groups)} images from {cfg.data}")
     return nncf.quantize(
         ov_model,
-        nncf.Dataset(batches),
+        nncf.Dataset(groups, functools.partial(calibration_batch, imgsz=tuple(cfg.imgsz))),
         preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(batches),
+        subset_size=len(groups),
         ignored_scope=nncf.IgnoredScope(types=["Multiply", "Subtract", "Sigmoid"]),
     )
 
@@ -90,6 +81,7 @@ def export_openvino(
 
     if cfg.int8 and importlib.util.find_spec("nncf") is None:  # fail before any work
         raise ImportError("OpenVINO int8=True needs NNCF for the post-training quantisation: pip install nncf")
+    groups = calibration_groups(cfg.data, cfg.batch, cfg.fraction) if cfg.int8 else []
     stem = folder.name.removesuffix("_openvino_model")
     reshapeable = not cfg.dynamic
     if reshapeable:
@@ -104,7 +96,7 @@ def export_openvino(
         if reshapeable:  # declare the static shape; the graph inside keeps computing its shapes from it
             ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(list(sample.shape))})
         if cfg.int8:
-            ov_model = quantize_int8(ov_model, cfg)
+            ov_model = quantize_int8(ov_model, cfg, groups)
         for key, value in metadata.items():
             ov_model.set_rt_info(str(value), ["model_info", str(key)])
         ov.save_model(ov_model, str(tmp / f"{stem}.xml"), compress_to_fp16=cfg.half)
