@@ -376,7 +376,8 @@ def test_openvino_half_runs_bf16_where_pytorch_would(model, images, export_dir, 
 
 @needs_openvino
 def test_openvino_val_half_runs_bf16_with_the_fp32_accuracy(model, export_dir, monkeypatch):
-    """val(half=True) on an OpenVINO model runs it in bf16 on bf16 hardware, with the fp32 mAPs within 0.02."""
+    """val(half=True) on an OpenVINO model runs it in bf16 on bf16 hardware, with the fp32 mAPs within 0.02; a cached
+    predictor sharing the backend with val runs its own precision again."""
     import yoloseg.engine.inference as inference
     from yoloseg.model import YOLO
 
@@ -389,6 +390,12 @@ def test_openvino_val_half_runs_bf16_with_the_fp32_accuracy(model, export_dir, m
     assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "f32"
     half = yolo.val(data=str(data), batch=1, half=True, plots=False, verbose=False)
     assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    image = np.full((128, 128, 3), 90, np.uint8)
+    yolo.predict(image, half=False, verbose=False)  # val and the cached predictor share the backend:
+    yolo.val(data=str(data), batch=1, half=True, plots=False, verbose=False)  # each run sets its own precision
+    assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    yolo.predict(image, half=False, verbose=False)
+    assert yolo.backend.config["INFERENCE_PRECISION_HINT"] == "f32"
     assert full.seg.map > 0.2  # the trained checkpoint finds the shapes at 128 (0.256)
     assert abs(half.seg.map - full.seg.map) < 0.02 and abs(half.box.map - full.box.map) < 0.02
 

@@ -88,6 +88,7 @@ class Predictor:
         self._fingerprint = self._weights()
         # torch_model: a YOLOModel run eagerly here; pt (below) is also true for backends that run through torch
         self.pt = self.torch_model = isinstance(model, nn.Module)
+        self.backend_precision: str | None = None  # what an exported model's set_precision is given
         if self.pt:
             self.device = select_device(self.args.get("device"))
             precision = inference_precision(self.args.get("half"), self.device)
@@ -108,8 +109,11 @@ class Predictor:
             self.branches = None
             self.channels_last = False
             self.device = torch.device(getattr(model, "device", "cpu"))
-            if hasattr(model, "set_precision"):  # OpenVINO: half=True runs bf16 on bf16 hardware, like PyTorch
-                model.set_precision(inference_precision(self.args.get("half"), self.device))
+            # OpenVINO: half=True runs bf16 on bf16 hardware, like PyTorch; set again before each batch, as the
+            # backend may be shared with val or another predictor
+            if hasattr(model, "set_precision"):
+                self.backend_precision = inference_precision(self.args.get("half"), self.device)
+                model.set_precision(self.backend_precision)
             self.fp16 = bool(getattr(model, "fp16", False))
             self.pt = bool(getattr(model, "pt", False))
             self.dynamic = bool(getattr(model, "dynamic", False))
@@ -248,6 +252,8 @@ class Predictor:
         # one-off setups, as loading a model, outside the timed stages: the first input of a shape compiles a
         # reshapeable backend for it; the model is traced into a TorchScript graph once it pays (CPU)
         self.batches += 1
+        if self.backend_precision is not None:
+            self.model.set_precision(self.backend_precision)
         if self.reshapeable:
             self.model.prepare(tuple(x.shape))
         elif self.torch_model and self._graph_due(left):
