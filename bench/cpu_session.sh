@@ -22,7 +22,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16}
+STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16 openvino_precision}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -62,3 +62,6 @@ run train_shapes_bf16 "${TRAIN_TIMEOUT:-180}" bench/train_recipe.py --threads 2 
 # where a training epoch's CPU time goes (torch.profiler, one shapes epoch without val)
 run train_profile "${TRAIN_TIMEOUT:-180}" bench/train_profile.py --threads 2
 run train_profile_bf16 "${TRAIN_TIMEOUT:-180}" bench/train_profile.py --threads 2 --amp bf16
+# OpenVINO fp32 / int8 IRs at fp32 / bf16 precision against PyTorch, predicting in turn, and their shapes mAPs (int8
+# only where nncf is installed)
+run openvino_precision "${OV_PRECISION_TIMEOUT:-600}" bench/openvino_precision.py --threads 2 --rounds 20
