@@ -210,9 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
+    )
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
+    from yoloseg.utils.memory import keep_freed_memory, malloc_status
+
+    if a.keep_freed_memory:
+        keep_freed_memory()
     from yoloseg.nn.graph import YOLOModel
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
@@ -228,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "imgsz": a.imgsz,
         "device": a.device,
         "threads": torch.get_num_threads(),
+        "malloc": malloc_status(),
         "runs": a.runs,
         "warmup": 3,
         "note": "PyTorch and yoloseg's (reshapeable) static OpenVINO export predict at a rectangular letterbox "

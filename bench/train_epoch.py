@@ -28,7 +28,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (the benchmark's subject), or a GPU such as 0")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
+    )
     args = parser.parse_args()
+    from yoloseg.utils.memory import keep_freed_memory, malloc_status
+
+    if args.keep_freed_memory:
+        keep_freed_memory()
     import torch
 
     if args.threads:
@@ -52,7 +61,7 @@ def main() -> None:
     per_epoch = [b - a for a, b in zip([0.0, *stamps[:-1]], stamps)]
     median = statistics.median(per_epoch[1:] or per_epoch)  # the first epoch includes label scanning
     print(json.dumps({
-        "bench": "train coco128-seg imgsz320 batch16", "threads": torch.get_num_threads(), "device": args.device,
+        "bench": "train coco128-seg imgsz320 batch16", "threads": torch.get_num_threads(), "device": args.device, "malloc": malloc_status(),
         "workers": args.workers,
         "seconds_per_epoch": [round(t, 2) for t in per_epoch], "seconds_per_epoch_median": round(median, 2),
         "incumbent_seconds_1thread": INCUMBENT_S, "ratio": round(median / INCUMBENT_S, 3),

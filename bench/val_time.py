@@ -29,7 +29,16 @@ def main() -> None:
     parser.add_argument("--weights", default=str(SHARED / "reference" / "yolo11n-seg-coco128.pt"))
     parser.add_argument("--data", default=str(SHARED / "data" / "coco128-seg" / "data_all128.yaml"))
     parser.add_argument("--half", action="store_true", help="half=True: bf16 autocast on a CPU with bf16 hardware")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
+    )
     args = parser.parse_args()
+    from yoloseg.utils.memory import keep_freed_memory, malloc_status
+
+    if args.keep_freed_memory:
+        keep_freed_memory()
     import torch
 
     if args.threads:
@@ -56,7 +65,7 @@ def main() -> None:
     median = statistics.median(times)
     print(json.dumps({
         "bench": f"val {Path(data).parent.name}", "weights": Path(args.weights).name, "imgsz": args.imgsz,
-        "batch": 16, "threads": torch.get_num_threads(), "device": args.device,
+        "batch": 16, "threads": torch.get_num_threads(), "device": args.device, "malloc": malloc_status(),
         "seconds_median": round(median, 2), "seconds_all": [round(t, 2) for t in times],
         "incumbent_seconds_1thread": INCUMBENT_S, "ratio": round(median / INCUMBENT_S, 3),
         "half": args.half, "box_map50": round(m.box.map50, 5), "box_map50_95": round(m.box.map, 5),

@@ -30,6 +30,8 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLOSEG_RUNS_DIR", str(root / "runs"))
     monkeypatch.setenv("YOLOSEG_CACHE_DIR", str(root / "cache"))
     monkeypatch.setenv("YOLOSEG_WEIGHTS_URL", "http://127.0.0.1:9/unreachable")
+    # the `yolo` command tunes malloc for its whole process (utils.memory); CLI tests run in this one
+    monkeypatch.setenv("YOLOSEG_KEEP_FREED_MEMORY", "0")
 
 
 @pytest.fixture

@@ -106,6 +106,14 @@ def _load_model_class() -> type:
     return YOLO
 
 
+def _keep_freed_memory() -> bool:
+    """The command is a process of ours: glibc keeps freed memory for the next forward (utils.memory), unless
+    YOLOSEG_KEEP_FREED_MEMORY=0."""
+    from .utils.memory import OPT_OUT, keep_freed_memory
+
+    return os.environ.get(OPT_OUT) != "0" and keep_freed_memory()
+
+
 def _load_convert_coco() -> Callable[..., Any]:
     from .data.convert import convert_coco
 
@@ -182,6 +190,7 @@ def run_mode(task: str | None, mode: str | None, overrides: dict[str, Any]) -> i
             )
         args.setdefault("save", True)  # the command line saves its results; the Python API does not by default
 
+    _keep_freed_memory()
     # The model's own task wins over TASK; YOLO() warns on a conflict (once, for the CLI and the Python API alike).
     model = _load_model_class()(model_name, task=task)
     result = getattr(model, mode)(**args)  # benchmark: YOLO.benchmark -> yoloseg.utils.benchmarks.benchmark
@@ -303,6 +312,7 @@ def _cmd_checks(extra: list[str]) -> int:
     else:
         device = "CUDA available: no" + (" (MPS available)" if mps else "") + " -> device=cpu"
     from .engine.inference import cpu_bf16_supported
+    from .utils.memory import command_malloc
     from .utils.torch_utils import cpu_name, usable_cpus
 
     capability = torch.backends.cpu.get_cpu_capability()
@@ -323,6 +333,7 @@ def _cmd_checks(extra: list[str]) -> int:
         f"cpu          {cpu_name()}, torch kernels {capability}; {bf16}",
         f"threads      torch {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op; "
         f"{affinity} CPUs usable of {os.cpu_count()}" + (f"; {thread_env}" if thread_env else ""),
+        f"malloc       {command_malloc()}",
         "optional packages:",
     ]
     for module, dists in OPTIONAL_PACKAGES.items():
