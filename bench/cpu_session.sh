@@ -22,7 +22,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16 openvino_precision}
+STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict predict_kept malloc_ab val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16 openvino_precision}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -53,6 +53,10 @@ run val_shapes 60 bench/val_time.py --threads 2 --runs 1 "${SHAPES[@]}"
 run val_shapes_half 60 bench/val_time.py --threads 2 --runs 1 --half "${SHAPES[@]}"
 run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 ${PREDICT_ARGS:-} \
   --backends ${BACKENDS:-pytorch pytorch_eager pytorch_bf16 pytorch_bf16_eager onnx openvino openvino_auto openvino_auto_square}
+# the same, with glibc keeping freed memory as the yolo command does (utils.memory), and the A/B of that setting
+run predict_kept "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 --keep-freed-memory \
+  ${PREDICT_ARGS:-} --backends ${BACKENDS:-pytorch pytorch_bf16 openvino_auto}
+run malloc_ab 420 bench/malloc_ab.py --threads 2 --pairs 4 --runs 30
 run val 120 bench/val_time.py --threads 2 --runs 2
 run val_half 120 bench/val_time.py --threads 2 --runs 2 --half
 run train_epoch "${TRAIN_TIMEOUT:-180}" bench/train_epoch.py --threads 2 --epochs 3
