@@ -48,8 +48,8 @@ def _not_applicable() -> str | None:
     return None
 
 
-def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD) -> bool:
-    """Set glibc's mmap threshold to 32 MB and its trim threshold to `trim_threshold` bytes, so memory a call frees
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap threshold to 32 MB and its trim threshold to 256 MB, so memory a call frees
     is reused by the next one instead of being unmapped and faulted in again (see the module docstring). Returns
     whether the settings are in effect: False on a C library other than glibc or where the environment sets the
     thresholds itself. Affects the whole process; call it in a program of your own, once, before the work."""
@@ -64,7 +64,7 @@ def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # either setting also stops glibc from raising the thresholds itself
-    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _applied
 
 
