@@ -47,8 +47,17 @@ def main() -> None:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--weights", default=str(SHARED / "reference" / "yolo11n-seg-shapes.pt"))
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
+    )
     args = parser.parse_args()
     from yoloseg import YOLO
+    from yoloseg.utils.memory import keep_freed_memory, malloc_status
+
+    if args.keep_freed_memory:
+        keep_freed_memory()
 
     w, h = map(int, args.size.split("x"))
     frames = args.seconds * args.fps
@@ -63,6 +72,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     warm = rss[min(50, len(rss) - 1)]
     print(json.dumps({
+        "malloc": malloc_status(),
         "bench": "stream memory", "frames": n, "video_seconds": args.seconds, "imgsz": args.imgsz,
         "rss_mb_after_warmup": round(warm, 1), "rss_mb_end": round(rss[-1], 1), "rss_mb_max": round(max(rss), 1),
         "growth_mb": round(rss[-1] - warm, 1), "ms_per_frame": round(elapsed / max(n, 1) * 1e3, 1),
