@@ -368,6 +368,9 @@ def test_openvino_half_runs_bf16_where_pytorch_would(model, images, export_dir, 
     Predictor(backend, {"imgsz": list(RUN_SIZE), "half": True, "verbose": False})
     assert backend.compiled is bf16_compiled  # switching back compiles nothing again
     Predictor(backend, {"imgsz": list(RUN_SIZE), "half": False, "verbose": False})
+    dynamic = load_backend(_export(model, export_dir, "dyn", format="openvino", dynamic=True))
+    Predictor(dynamic, {"half": True, "verbose": False})  # compiled at load: compiled again at once, not when timed
+    assert dynamic.config["INFERENCE_PRECISION_HINT"] == "bf16" and dynamic.compiled is not None
     monkeypatch.setattr(inference, "cpu_bf16_supported", lambda: False)
     Predictor(backend, {"imgsz": list(RUN_SIZE), "half": True, "verbose": False})
     assert backend.config["INFERENCE_PRECISION_HINT"] == "f32"

@@ -321,6 +321,8 @@ class OpenVINOBackend(Backend):
             self.set_aside[frozenset(self.config.items())] = (self.compiled, self.by_shape)
             self.compiled, self.by_shape = self.set_aside.pop(frozenset(config.items()), (None, {}))
             self.config = config
+            if not self.reshapeable:  # compiled now, as at load, not within the first timed inference
+                self._declared_compiled()
 
     def _declared_compiled(self) -> Any:
         if self.compiled is None:
