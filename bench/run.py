@@ -22,6 +22,7 @@ BENCHES = {
     "train_epoch": ["train_epoch.py"],
     "stream_memory": ["stream_memory.py"],
     "openvino_precision": ["openvino_precision.py"],
+    "malloc_ab": ["malloc_ab.py"],
 }
 
 
