@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 # ../shared beside the repo; YOLOSEG_SHARED_DIR points elsewhere (e.g. a copy on a GPU machine)
 SHARED = Path(os.environ.get("YOLOSEG_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    """`python -c code args...` in a fresh process from the repo root (checks that need a process of their own):
+    the CompletedProcess, output captured as text."""
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def shared_path(*parts: str) -> Path:

@@ -20,6 +20,8 @@ from yoloseg import cli
 from yoloseg.config.defaults import DEFAULTS, KEYS
 from yoloseg.data.errors import DatasetError
 
+from .conftest import run_python
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -439,7 +441,7 @@ def test_python_dash_m_and_no_heavy_imports():
         "from yoloseg.config.parse import parse_cli; parse_cli(['train', 'epochs=3']); "
         "print('torch' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = run_python(code, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("False")
     result = subprocess.run(

@@ -19,7 +19,7 @@ from yoloseg.export import export_model, resolve_format
 from yoloseg.export.backends import load_backend
 from yoloseg.utils.log import LOGGER
 
-from .conftest import SHARED, shared_path
+from .conftest import SHARED, run_python, shared_path
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
@@ -318,9 +318,6 @@ def test_openvino_backends_released_in_any_order_leave_signals_working(model, ex
     one back when that Core goes; Cores released in creation order left the thread's signal stack dangling, and the
     next signal with a Python handler (a child process exiting, under a DataLoader's SIGCHLD handler) killed the
     process with SIGSEGV. Backends share one Core; checked in a child process, as a failure kills its process."""
-    import subprocess
-    import sys
-
     path = _export(model, export_dir, "static", format="openvino", imgsz=list(RUN_SIZE))
     script = f"""
 import gc, os, signal, torch
@@ -335,7 +332,7 @@ gc.collect()
 signal.signal(signal.SIGUSR1, lambda *args: print("handled", flush=True))
 os.kill(os.getpid(), signal.SIGUSR1)
 """
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    run = run_python(script)
     assert run.returncode == 0 and "handled" in run.stdout, f"rc {run.returncode}: {run.stderr[-500:]}"
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from yoloseg import cli
 from yoloseg.utils import memory
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import run_python
+
 glibc = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="malloc thresholds are glibc's"
 )
@@ -39,7 +37,7 @@ print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 1
 
 def _cycles(mode: str, **env: str) -> tuple[bool, float, str]:
     environ = {k: v for k, v in os.environ.items() if k != memory.OPT_OUT} | env
-    run = subprocess.run([sys.executable, "-c", CYCLES, mode], cwd=REPO, env=environ, capture_output=True, text=True)
+    run = run_python(CYCLES, mode, env=environ)
     assert run.returncode == 0, run.stderr[-2000:]
     applied, faults, status = run.stdout.strip().split("|")
     return applied == "True", float(faults), status
@@ -73,7 +71,7 @@ def test_importing_and_the_python_api_leave_malloc_alone():
         "YOLO('yolo11n-seg.yaml').predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, verbose=False); "
         "print(memory._applied)"
     )
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = run_python(code)
     assert run.returncode == 0 and run.stdout.strip().endswith("False"), run.stderr[-2000:]
 
 

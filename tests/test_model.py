@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +9,7 @@ import torch
 from yoloseg.nn.graph import YOLOModel, guess_scale, unscaled_name
 from yoloseg.nn.info import count_flops, count_layers
 
-from .conftest import shared_path
+from .conftest import run_python, shared_path
 
 
 def _reference_scales() -> dict[str, tuple[int, int, int, int, float]]:
@@ -122,8 +119,8 @@ def test_fusing_stays_cheap_in_a_fresh_process():
         "assert m.is_fused()\n"
         "print('sympy' in sys.modules, all(p.device.type == 'cpu' for p in m.parameters()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+    out = run_python(code)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "True"], out.stdout + out.stderr
 
 
 def test_gflops_within_3_percent_of_reference():
