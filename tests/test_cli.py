@@ -20,9 +20,7 @@ from yoloseg import cli
 from yoloseg.config.defaults import DEFAULTS, KEYS
 from yoloseg.data.errors import DatasetError
 
-from .conftest import run_python
-
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, run_python
 
 
 @pytest.fixture(autouse=True)
