@@ -299,32 +299,30 @@ def _extent(rows: torch.Tensor, cols: torch.Tensor) -> tuple[int, int, int, int]
 def mask_region(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """(r0, r1, c0, c1): the prototype pixels (of a proto_hw map for input `shape`) that the masks of `boxes` (N, 4)
     xyxy in input pixels read, clipped to the map; all of it for non-finite boxes."""
-    if not bool(torch.isfinite(boxes).all()):
-        return 0, proto_hw[0], 0, proto_hw[1]
-    lo, hi = boxes[:, :2].amin(0).tolist(), boxes[:, 2:].amax(0).tolist()
-    region = []
-    for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y, then x (column 1, then 0 of the boxes)
-        per_proto = size / f  # input pixels per prototype pixel
-        p0 = math.floor(lo[1 - axis] / per_proto) - MASK_READ_MARGIN
-        p1 = math.ceil(hi[1 - axis] / per_proto) + MASK_READ_MARGIN
-        region += [min(max(p0, 0), f), min(max(p1, 0), f)]
-    return tuple(region)
+    rows = _mask_region_rows(boxes, shape, proto_hw)
+    return int(rows[:, 0].min()), int(rows[:, 1].max()), int(rows[:, 2].min()), int(rows[:, 3].max())
 
 
 def mask_regions(
     boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]
 ) -> list[tuple[int, int, int, int]]:
-    """`mask_region` of each of `boxes` (N, 4) on its own, in one pass (the same arithmetic, in float64)."""
+    """`mask_region` of each of `boxes` (N, 4) on its own."""
+    return [tuple(int(v) for v in row) for row in _mask_region_rows(boxes, shape, proto_hw)]
+
+
+def _mask_region_rows(boxes: torch.Tensor, shape: tuple[int, int], proto_hw: tuple[int, int]) -> np.ndarray:
+    """(N, 4) rows (r0, r1, c0, c1): each box's mask region (see mask_region), in one float64 pass; whole maps for
+    non-finite boxes."""
     if not bool(torch.isfinite(boxes).all()):
-        return [(0, proto_hw[0], 0, proto_hw[1])] * len(boxes)
+        return np.tile(np.array([0, proto_hw[0], 0, proto_hw[1]], np.int64), (len(boxes), 1))
     b = boxes.detach().cpu().double().numpy()
     cols = []
     for axis, (size, f) in enumerate(zip(shape, proto_hw)):  # y (box columns 1 and 3), then x (0 and 2)
-        per_proto = size / f
+        per_proto = size / f  # input pixels per prototype pixel
         p0 = np.floor(b[:, 1 - axis] / per_proto) - MASK_READ_MARGIN
         p1 = np.ceil(b[:, 3 - axis] / per_proto) + MASK_READ_MARGIN
         cols += [np.clip(p0, 0, f), np.clip(p1, 0, f)]
-    return [tuple(int(v) for v in row) for row in np.stack(cols, 1)]
+    return np.stack(cols, 1).astype(np.int64)
 
 
 def input_window(

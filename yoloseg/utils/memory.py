@@ -43,8 +43,8 @@ def _not_applicable() -> str | None:
     """Why keep_freed_memory would change nothing here, or None."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "C library defaults (not glibc)"
-    if user_malloc_settings():
-        return f"thresholds from the environment ({', '.join(user_malloc_settings())})"
+    if found := user_malloc_settings():
+        return f"thresholds from the environment ({', '.join(found)})"
     return None
 
 
