@@ -22,7 +22,7 @@ CPUS=${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 |
 'amx', torch.cpu._is_amx_tile_supported(), 'avx512_bf16', torch.cpu._is_avx512_bf16_supported())"
   python3 -c "import openvino; print('openvino', openvino.__version__)"
   python3 -c "import openvino.tools.ovc"; } > "$OUT/machine.txt" 2>&1
-STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict predict_kept malloc_ab val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16 openvino_precision}
+STEPS=${STEPS:-compute_floor forward_profile forward_interleave fusion_ab val_shapes val_shapes_half predict predict_kept incumbent_config malloc_ab val val_half train_epoch train_shapes train_shapes_bf16 train_profile train_profile_bf16 openvino_precision}
 run() {  # run NAME SECONDS SCRIPT ARGS...: JSON to $OUT/NAME.json, log to $OUT/NAME.log (when NAME is in $STEPS)
   local name=$1 seconds=$2
   shift 2
@@ -56,6 +56,8 @@ run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --run
 # the same, with glibc keeping freed memory as the yolo command does (utils.memory), and the A/B of that setting
 run predict_kept "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 --keep-freed-memory \
   ${PREDICT_ARGS:-} --backends ${BACKENDS:-pytorch pytorch_bf16 openvino_auto}
+# the incumbent's PyTorch and OpenVINO predict paths rebuilt from yoloseg's parts, round-robin with ours on this host
+run incumbent_config 300 bench/incumbent_config.py --threads 2 --rounds 30 --keep-freed-memory
 run malloc_ab 420 bench/malloc_ab.py --threads 2 --pairs 4 --runs 30
 run val 120 bench/val_time.py --threads 2 --runs 2
 run val_half 120 bench/val_time.py --threads 2 --runs 2 --half

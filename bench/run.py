@@ -23,6 +23,7 @@ BENCHES = {
     "stream_memory": ["stream_memory.py"],
     "openvino_precision": ["openvino_precision.py"],
     "malloc_ab": ["malloc_ab.py"],
+    "incumbent_config": ["incumbent_config.py"],
 }
 
 
