@@ -57,7 +57,7 @@ run predict "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --run
 run predict_kept "${PREDICT_TIMEOUT:-240}" bench/predict_latency.py --threads 2 --runs 15 --keep-freed-memory \
   ${PREDICT_ARGS:-} --backends ${BACKENDS:-pytorch pytorch_bf16 openvino_auto}
 # the incumbent's PyTorch and OpenVINO predict paths rebuilt from yoloseg's parts, round-robin with ours on this host
-run incumbent_config 300 bench/incumbent_config.py --threads 2 --rounds 30 --keep-freed-memory
+run incumbent_config 420 bench/incumbent_config.py --threads 2 --rounds 30 --keep-freed-memory --val-pairs 2
 run malloc_ab 420 bench/malloc_ab.py --threads 2 --pairs 4 --runs 30
 run val 120 bench/val_time.py --threads 2 --runs 2
 run val_half 120 bench/val_time.py --threads 2 --runs 2 --half

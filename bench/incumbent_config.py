@@ -20,13 +20,19 @@ Each round runs every pipeline once on the same image, in turn, so a ratio comes
 machine. A check first asserts that the rebuilt PyTorch pipeline finds the boxes yoloseg's predictor finds (it does
 the same job), and reports how far the polygons differ.
 
-    python bench/incumbent_config.py [--rounds 30] [--threads 2] [--keep-freed-memory]
+With --val-pairs N, validation too: coco128-seg (128 images) at 640, batch 16, in rectangular batches, N times each
+way in turn: yoloseg's `val()` against yoloseg's validator driving the incumbent's forward (the fused fp32 NCHW eager
+model, whole head, each batch of 16 in one call). The rest of that proxy (loading, NMS, masks, matching, metrics) is
+yoloseg's, so it is a lower bound of the incumbent's time; both must give the same mAPs.
+
+    python bench/incumbent_config.py [--rounds 30] [--threads 2] [--keep-freed-memory] [--val-pairs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -38,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 INCUMBENT_2THREADS = {"pytorch": 50.0, "openvino": 30.4}  # bus.jpg end-to-end ms on its machine, reference-train.md
+INCUMBENT_VAL_S = 18.0  # coco128-seg val at 640, its default single thread, on its machine (reference-train.md)
 
 
 class IncumbentPipeline:
@@ -98,12 +105,65 @@ class IncumbentPipeline:
         return [r]
 
 
-def incumbent_pytorch(model, names: dict) -> IncumbentPipeline:
-    """The `.pt` path: a fused fp32 copy, NCHW, eager, rectangular letterbox."""
+def incumbent_model(model):
+    """The incumbent's `.pt` inference model: a BatchNorm-fused fp32 copy, NCHW memory, eager, the whole head."""
     import copy
 
-    fused = copy.deepcopy(model).float().eval().fuse()
+    return copy.deepcopy(model).float().eval().fuse()
+
+
+def incumbent_pytorch(model, names: dict) -> IncumbentPipeline:
+    """The `.pt` predict path: the incumbent's model, rectangular letterbox."""
+    fused = incumbent_model(model)
     return IncumbentPipeline(lambda x: fused(x), names, 640, auto=True)
+
+
+def incumbent_val_runner(model, names: dict, batch: int = 16):
+    """A backend that runs each (dynamic-shape) batch through the incumbent's model in one call, for yoloseg's
+    validator (which then letterboxes rectangular batches, as for a `.pt` model)."""
+    import torch
+
+    from yoloseg.export.backends import Backend
+
+    fused = incumbent_model(model)
+    meta = {"names": names, "dynamic": True, "batch": batch, "stride": int(model.stride.max()), "imgsz": [640, 640]}
+
+    class IncumbentForward(Backend):
+        format = "incumbent-forward"
+
+        def _run(self, im: torch.Tensor) -> list[torch.Tensor]:
+            with torch.inference_mode():
+                return list(fused(im))
+
+    return IncumbentForward(Path("incumbent-forward"), meta, torch.device("cpu"), False)
+
+
+def time_val_pairs(model, data: Path, pairs: int) -> dict:
+    """yoloseg's val against the incumbent-forward proxy, `pairs` times each in turn: seconds and mAPs."""
+    from yoloseg.config.defaults import get_config
+    from yoloseg.engine.validator import run_validation
+
+    project = tempfile.mkdtemp(prefix="bench-incumbent-val-")
+    args = get_config({"data": str(data), "imgsz": 640, "batch": 16, "rect": True, "mode": "val", "plots": False,
+                       "verbose": False, "project": project, "device": "cpu"})  # fmt: skip
+    runners = {"yoloseg": model, "incumbent_forward": incumbent_val_runner(model, model.names)}
+    seconds: dict[str, list[float]] = {k: [] for k in runners}
+    maps: dict[str, list[float]] = {}
+    for _ in range(pairs):
+        for name, runner in runners.items():
+            t = time.perf_counter()
+            m = run_validation(runner, {**args, "task": "segment"})
+            seconds[name].append(time.perf_counter() - t)
+            maps[name] = [round(m.box.map50, 5), round(m.box.map, 5), round(m.seg.map50, 5), round(m.seg.map, 5)]
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return {
+        "data": f"{data.parent.name}/{data.name}",
+        "seconds_median": {k: round(v, 2) for k, v in med.items()},
+        "seconds_all": {k: [round(t, 2) for t in v] for k, v in seconds.items()},
+        "maps_box50_box_mask50_mask": maps,
+        "ratio_yoloseg_vs_incumbent_forward": round(med["yoloseg"] / med["incumbent_forward"], 3),
+        "ratio_yoloseg_vs_incumbent_its_machine_1thread": round(med["yoloseg"] / INCUMBENT_VAL_S, 3),
+    }
 
 
 def incumbent_openvino(model, names: dict, workdir: Path) -> IncumbentPipeline:
@@ -161,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-openvino", action="store_true", help="time the PyTorch pipelines only")
+    ap.add_argument("--val-pairs", type=int, default=0, help="also time validation, N times each way in turn")
+    ap.add_argument("--data", type=Path, default=SHARED / "data" / "coco128-seg" / "data_all128.yaml")
     ap.add_argument(
         "--keep-freed-memory",
         action="store_true",
@@ -172,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.keep_freed_memory:
         keep_freed_memory()
+    os.environ.setdefault("YOLOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="bench-cache-"))  # label caches: not in shared/
     import torch
 
     from bench.predict_latency import load_reference_model
@@ -225,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": {k: round(v, 3) for k, v in ratios.items()},
         }
         print(path.name, json.dumps(result["images"][path.name]), file=sys.stderr, flush=True)
+    if a.val_pairs:
+        result["val"] = time_val_pairs(model, a.data, a.val_pairs)
+        print("val", json.dumps(result["val"]), file=sys.stderr, flush=True)
     result.update(
         incumbent_bus_end_to_end_ms_2threads_its_machine=INCUMBENT_2THREADS,
         torch=torch.__version__,
