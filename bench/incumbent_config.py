@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -40,9 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
+from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
+
 INCUMBENT_2THREADS = {"pytorch": 50.0, "openvino": 30.4}  # bus.jpg end-to-end ms on its machine, reference-train.md
 INCUMBENT_VAL_S = 18.0  # coco128-seg val at 640, its default single thread, on its machine (reference-train.md)
 
@@ -223,24 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-openvino", action="store_true", help="time the PyTorch pipelines only")
     ap.add_argument("--val-pairs", type=int, default=0, help="also time validation, N times each way in turn")
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "coco128-seg" / "data_all128.yaml")
-    ap.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
-    )
+    add_keep_freed_memory(ap)
     ap.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     a = ap.parse_args(argv)
-    from yoloseg.utils.memory import keep_freed_memory, malloc_status
-
-    if a.keep_freed_memory:
-        keep_freed_memory()
-    os.environ.setdefault("YOLOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="bench-cache-"))  # label caches: not in shared/
+    setup_process(a.keep_freed_memory, a.threads)
     import torch
 
     from bench.predict_latency import load_reference_model
     from yoloseg.engine.predictor import Predictor
+    from yoloseg.utils.memory import malloc_status
 
-    torch.set_num_threads(a.threads)
     model = load_reference_model(a.weights)
     names = model.names
     args = {"imgsz": 640, "verbose": False, "device": "cpu"}

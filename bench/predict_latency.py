@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
+from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
 
 
 def load_reference_model(weights: Path):
@@ -210,19 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
-    ap.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
-    )
+    add_keep_freed_memory(ap)
     a = ap.parse_args(argv)
 
-    torch.set_num_threads(a.threads)
-    from yoloseg.utils.memory import keep_freed_memory, malloc_status
-
-    if a.keep_freed_memory:
-        keep_freed_memory()
+    setup_process(a.keep_freed_memory, a.threads)
     from yoloseg.nn.graph import YOLOModel
+    from yoloseg.utils.memory import malloc_status
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     models = {a.weights.name: load_reference_model(a.weights)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
+from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -47,17 +48,11 @@ def main() -> None:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--weights", default=str(SHARED / "reference" / "yolo11n-seg-shapes.pt"))
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
-    )
+    add_keep_freed_memory(parser)
     args = parser.parse_args()
+    setup_process(args.keep_freed_memory)
     from yoloseg import YOLO
-    from yoloseg.utils.memory import keep_freed_memory, malloc_status
-
-    if args.keep_freed_memory:
-        keep_freed_memory()
+    from yoloseg.utils.memory import malloc_status
 
     w, h = map(int, args.size.split("x"))
     frames = args.seconds * args.fps

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
+from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
+
 INCUMBENT_S = 25.2
 SCHEDULE = 150  # epochs of the incumbent's coco128 run
 
@@ -28,22 +29,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (the benchmark's subject), or a GPU such as 0")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
-    )
+    add_keep_freed_memory(parser)
     args = parser.parse_args()
-    from yoloseg.utils.memory import keep_freed_memory, malloc_status
-
-    if args.keep_freed_memory:
-        keep_freed_memory()
+    setup_process(args.keep_freed_memory, args.threads)
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.environ.setdefault("YOLOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="bench-cache-"))
     from yoloseg import YOLO
+    from yoloseg.utils.memory import malloc_status
 
     project = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = YOLO("yolo11n-seg.yaml")

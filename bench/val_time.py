@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
+from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
+
 INCUMBENT_S = 18.0
 
 
@@ -29,22 +30,13 @@ def main() -> None:
     parser.add_argument("--weights", default=str(SHARED / "reference" / "yolo11n-seg-coco128.pt"))
     parser.add_argument("--data", default=str(SHARED / "data" / "coco128-seg" / "data_all128.yaml"))
     parser.add_argument("--half", action="store_true", help="half=True: bf16 autocast on a CPU with bf16 hardware")
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="as the yolo command does: glibc keeps freed memory for reuse (yoloseg.utils.memory)",
-    )
+    add_keep_freed_memory(parser)
     args = parser.parse_args()
-    from yoloseg.utils.memory import keep_freed_memory, malloc_status
-
-    if args.keep_freed_memory:
-        keep_freed_memory()
+    setup_process(args.keep_freed_memory, args.threads)
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.environ.setdefault("YOLOSEG_CACHE_DIR", tempfile.mkdtemp(prefix="bench-cache-"))
     from yoloseg import YOLO
+    from yoloseg.utils.memory import malloc_status
 
     model, data = YOLO(args.weights), args.data
     project = tempfile.mkdtemp(prefix="bench-val-")
