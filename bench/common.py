@@ -32,3 +32,15 @@ def setup_process(keep_freed_memory: bool, threads: int = 0) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def emit(report: dict, out: Path | None) -> None:
+    """Print the benchmark's JSON report, and write it to `out` too (atomically) when given."""
+    import json
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        from yoloseg.utils.files import atomic_write_text
+
+        atomic_write_text(out, text + "\n")

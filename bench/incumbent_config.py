@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
-from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
+from bench.common import SHARED, add_keep_freed_memory, emit, setup_process  # noqa: E402
 
 INCUMBENT_2THREADS = {"pytorch": 50.0, "openvino": 30.4}  # bus.jpg end-to-end ms on its machine, reference-train.md
 INCUMBENT_VAL_S = 18.0  # coco128-seg val at 640, its default single thread, on its machine (reference-train.md)
@@ -288,12 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         python=platform.python_version(),
         cpu=platform.processor() or platform.machine(),
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        from yoloseg.utils.files import atomic_write_text
-
-        atomic_write_text(a.out, text + "\n")
+    emit(result, a.out)
     return 0
 
 

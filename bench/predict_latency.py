@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for bench.common
-from bench.common import SHARED, add_keep_freed_memory, setup_process  # noqa: E402
+from bench.common import SHARED, add_keep_freed_memory, emit, setup_process  # noqa: E402
 
 
 def load_reference_model(weights: Path):
@@ -267,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             best = min(times)
             report[key] = {"backend": best[1], "bus_end_to_end_ms": best[0]}
             report[ratio_key] = round(best[0] / min(INCUMBENT_2THREADS.values()), 3)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if a.out:
-        from yoloseg.utils.files import atomic_write_text
-
-        atomic_write_text(a.out, text + "\n")
+    emit(report, a.out)
     return 0
 
 
