@@ -58,10 +58,17 @@ def _metric_rows(csv_file: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k != "time"} for r in _rows(csv_file)]
 
 
-def test_train_outputs_and_checkpoints(tiny_data, tmp_path):
+def test_train_outputs_and_checkpoints(tiny_data, tmp_path, log_messages):
     model = YOLO("yolo11n-seg.yaml")
     model.train(data=str(tiny_data), epochs=2, project=str(tmp_path), name="run", **{**TINY, "plots": True})
     run = tmp_path / "run"
+    # each epoch's validation prints its summary row only; the final one (best.pt) the per-class rows and the speed
+    names = set(yaml.safe_load(Path(tiny_data).read_text())["names"].values())
+    summaries = [i for i, m in enumerate(log_messages) if m.split()[:1] == ["all"]]
+    class_rows = [i for i, m in enumerate(log_messages) if m.split()[:1] and m.split()[0] in names]
+    assert len(summaries) == 3 and class_rows and min(class_rows) > summaries[-1]
+    speed = [i for i, m in enumerate(log_messages) if m.startswith("Speed:")]
+    assert len(speed) == 1 and speed[0] > summaries[-1]
     assert (run / "args.yaml").is_file()
     rows = _rows(run / "results.csv")
     assert list(rows[0]) == SEG_COLUMNS

@@ -264,7 +264,8 @@ class Validator:
             n_images += len(batch.images)
             if self.plots and bi < 3:
                 self._plot_batch(bi, batch, preds)
-        return self._finish(stats, confusion, dt, n_images, loss_sum, len(loader) if loss_fn is not None else 0)
+        training = loss_fn is not None
+        return self._finish(stats, confusion, dt, n_images, loss_sum, len(loader) if training else 0, training)
 
     def postprocess(
         self,
@@ -397,7 +398,7 @@ class Validator:
         plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_labels.jpg")
         plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_pred.jpg", preds=preds)
 
-    def _finish(self, stats, confusion, dt, n_images, loss_sum, n_batches):
+    def _finish(self, stats, confusion, dt, n_images, loss_sum, n_batches, training: bool = False):
         cat = {k: np.concatenate(v, 0) if v else np.zeros(0) for k, v in stats.items()}
         metrics = SegmentMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
         if self.task != "segment":
@@ -415,7 +416,9 @@ class Validator:
         self.seen = n_images
         self.loss = None if loss_sum is None else (loss_sum / max(n_batches, 1)).cpu()
         self.nt_per_image = getattr(metrics, "nt_per_image", None)
-        self.print_results(metrics)
+        # during training each epoch prints its summary row only, as the incumbent does; the per-class rows and the
+        # speed line come with the final validation and standalone val
+        self.print_results(metrics, details=not training)
         if self.plots:
             for normalize in (True, False):
                 confusion.plot(normalize=normalize, save_dir=self.save_dir, names=self.names)
@@ -425,7 +428,9 @@ class Validator:
         self._run_callbacks("on_val_end")
         return metrics
 
-    def print_results(self, metrics: Any) -> None:
+    def print_results(self, metrics: Any, details: bool = True) -> None:
+        """The header and the summary row; with `details`, the per-class rows (verbose, several classes) and the
+        speed line."""
         cols = ("Box(P", "R", "mAP50", "mAP50-95)") + (
             ("Mask(P", "R", "mAP50", "mAP50-95)") if self.task == "segment" else ()
         )
@@ -434,6 +439,8 @@ class Validator:
         log.info(fmt % ("all", self.seen, int(self.nt_per_class.sum()), *metrics.mean_results()))
         if self.nt_per_class.sum() == 0:
             log.warning("WARNING: no labels found in the val set; metrics are zero")
+        if not details:
+            return
         if self.args.get("verbose", True) and self.nc > 1:
             for i, c in enumerate(metrics.ap_class_index):
                 images = self.nt_per_image[int(c)] if self.nt_per_image is not None else self.seen
