@@ -10,7 +10,8 @@ This script rebuilds the incumbent's two timed predict paths from yoloseg's part
   OpenVINO), BGR->RGB, HWC->CHW, a contiguous copy, float / 255;
 - inference: PyTorch: the BatchNorm-fused fp32 model in NCHW memory (`channels_last` is off by default), eager,
   under `torch.inference_mode`, the whole head; OpenVINO: the static 640x640 fp32 IR compiled with the device's
-  default precision and the LATENCY hint (`load_backend(ov_precision="auto")`, not reshaped);
+  default precision (bf16 on a CPU with bf16 hardware, as on the incumbent's AMX machine) and the LATENCY hint
+  (`load_backend(ov_precision="auto")`, not reshaped);
 - postprocess (§5.4-§5.6): NMS (single label, conf 0.25, iou 0.7), mask logits = coefficients @ prototypes for every
   kept detection, bilinear upsample of all of them to the input size, > 0, crop with the input-pixel boxes, drop
   empty masks, boxes to the original image;
