@@ -52,7 +52,6 @@ class IncumbentPipeline:
 
     def __init__(self, forward, names: dict, shape: int | tuple[int, int], auto: bool, stride: int = 32):
         self.forward, self.names, self.shape, self.auto, self.stride = forward, names, shape, auto, stride
-        self.speed: dict[str, float] = {}
 
     def preprocess(self, img):
         import numpy as np
@@ -182,11 +181,15 @@ def check_same_job(ours, theirs, path: str) -> dict:
 
     (a,), (b,) = ours(path), theirs(path)
     na, nb = len(a), len(b)
-    assert na == nb, f"{path}: yoloseg found {na} detections, the rebuilt incumbent pipeline {nb}"
+    if na != nb:
+        raise RuntimeError(f"{path}: yoloseg found {na} detections, the rebuilt incumbent pipeline {nb}")
     out = {"detections": na}
     if na:
         box_diff = float(np.abs(a.boxes.data.numpy() - b.boxes.data.numpy()).max())
-        assert box_diff < 0.05, f"{path}: boxes differ by {box_diff} px"
+        if box_diff >= 0.05:
+            raise RuntimeError(
+                f"{path}: the boxes of yoloseg and the rebuilt incumbent pipeline differ by {box_diff} px"
+            )
         out["max_box_diff_px"] = round(box_diff, 5)
         out["polygon_points"] = [[len(p) for p in a.masks.xy], [len(p) for p in b.masks.xy]]
     return out
