@@ -113,8 +113,7 @@ def incumbent_model(model):
 
 def incumbent_pytorch(model, names: dict) -> IncumbentPipeline:
     """The `.pt` predict path: the incumbent's model, rectangular letterbox."""
-    fused = incumbent_model(model)
-    return IncumbentPipeline(lambda x: fused(x), names, 640, auto=True)
+    return IncumbentPipeline(incumbent_model(model), names, 640, auto=True)
 
 
 def incumbent_val_runner(model, names: dict, batch: int = 16):
