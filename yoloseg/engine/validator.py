@@ -264,8 +264,8 @@ class Validator:
             n_images += len(batch.images)
             if self.plots and bi < 3:
                 self._plot_batch(bi, batch, preds)
-        training = loss_fn is not None
-        return self._finish(stats, confusion, dt, n_images, loss_sum, len(loader) if training else 0, training)
+        self.loss = None if loss_sum is None else (loss_sum / max(len(loader), 1)).cpu()
+        return self._finish(stats, confusion, dt, n_images, training=loss_fn is not None)
 
     def postprocess(
         self,
@@ -398,7 +398,7 @@ class Validator:
         plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_labels.jpg")
         plot_batch(batch, self.names, self.save_dir / f"val_batch{bi}_pred.jpg", preds=preds)
 
-    def _finish(self, stats, confusion, dt, n_images, loss_sum, n_batches, training: bool = False):
+    def _finish(self, stats, confusion, dt, n_images, training: bool = False):
         cat = {k: np.concatenate(v, 0) if v else np.zeros(0) for k, v in stats.items()}
         metrics = SegmentMetrics(names=self.names, save_dir=self.save_dir, plot=self.plots)
         if self.task != "segment":
@@ -414,7 +414,6 @@ class Validator:
         metrics.confusion_matrix = confusion
         self.nt_per_class = np.bincount(cat["target_cls"].astype(int), minlength=self.nc)
         self.seen = n_images
-        self.loss = None if loss_sum is None else (loss_sum / max(n_batches, 1)).cpu()
         self.nt_per_image = getattr(metrics, "nt_per_image", None)
         # during training each epoch prints its summary row only, as the incumbent does; the per-class rows and the
         # speed line come with the final validation and standalone val
